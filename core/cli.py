@@ -1,0 +1,175 @@
+"""The ``itool`` command line. Plugins add commands through the ``register_commands`` hook."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from itool import __version__
+from itool.config import COMPONENT_FIELDS, RunConfig, build_config, dump_config, parse_option, preset_names, read_config_file, read_preset
+from itool.context import RunContext
+from itool.errors import ItoolError
+from itool.registry import KINDS, Registry
+from itool.rundir import CONFIG_FILE, RunDir, write_text
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+class ItoolGroup(click.Group):
+    """Turns ``ItoolError`` into one line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ItoolError as exc:
+            raise UserError(str(exc)) from None
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry
+
+
+@click.group(cls=ItoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="itool")
+def cli() -> None:
+    """Iterative reinforced fine-tuning of tool-using LLMs.
+
+    \b
+    Start with the defaults (SmolLM2-135M-Instruct on BFCL-half):
+      itool run --search puct --loss simpo
+    See what is installed:
+      itool plugins
+    """
+
+
+# -- itool run ---------------------------------------------------------------------------------
+def component_options(func):
+    """``--<slot> NAME`` and ``--<slot>-opt KEY=VALUE`` for every component slot of the config."""
+    for field, kind in reversed(COMPONENT_FIELDS.items()):
+        default = RunConfig.model_fields[field].default
+        flag = field.replace("_", "-")
+        func = click.option(
+            f"--{flag}-opt", f"{field}_opts", multiple=True, metavar="KEY=VALUE",
+            help=f"Set an option of the {kind} (repeatable; see `itool plugins {kind} NAME`).",
+        )(func)
+        func = click.option(
+            f"--{flag}", field, metavar="NAME",
+            help=f"Which {kind} to use (default: {default.name if default else 'none'}).",
+        )(func)
+    return func
+
+
+def flags_layer(params: dict[str, Any]) -> dict[str, Any]:
+    """The config layer made of the flags the user actually gave."""
+    layer: dict[str, Any] = {}
+    for key in ("name", "runs_dir", "seed", "model", "device", "dtype", "rounds", "train_limit", "eval_limit", "eval_base"):
+        if params.get(key) is not None:
+            layer[key] = params[key]
+    for field in COMPONENT_FIELDS:
+        if params.get(field):
+            layer[field] = params[field]
+        opts = dict(parse_option(o, f"--{field}-opt") for o in params.get(f"{field}_opts") or ())
+        if opts:
+            layer[field] = {**({"name": params[field]} if params.get(field) else {}), "options": opts}
+    return layer
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML or TOML config file.")
+@click.option("--preset", help=f"Named settings applied before the config file ({', '.join(preset_names()) or 'none'}).")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this directory.")
+@click.option("--stop-after", metavar="STAGE", help="Stop after this stage (e.g. round1.search).")
+@click.option("--name", help="Run name (default: run-<timestamp>).")
+@click.option("--runs-dir", type=click.Path(path_type=Path), help="Where run directories go (default: runs).")
+@click.option("--model", help="Model alias, local path or hub id (default: smollm2-135m-instruct).")
+@click.option("--seed", type=int, help="Random seed (default: 0).")
+@click.option("--rounds", type=int, help="Reinforcement rounds (default: 1).")
+@click.option("--train-limit", type=int, help="Use at most N train samples.")
+@click.option("--eval-limit", type=int, help="Evaluate on at most N test samples.")
+@click.option("--eval-base/--no-eval-base", default=None, help="Evaluate the untrained model first.")
+@click.option("--device", help="auto, cpu or cuda[:N].")
+@click.option("--dtype", help="auto, bfloat16 or float32.")
+@component_options
+def run(config_file: Path | None, preset: str | None, resume: Path | None, stop_after: str | None, **params: Any) -> None:
+    """Run the iTool loop: warm-up, then rounds of select → search → pairs → train → evaluate.
+
+    Settings come from the defaults, then --preset, then --config, then the flags. Every stage writes
+    into runs/<name>/, and an interrupted run continues with --resume runs/<name>.
+    """
+    from itool.loop import run_loop
+    from itool.report import write_report
+
+    registry = get_registry()
+    if resume is not None:
+        if config_file or preset or flags_layer(params):
+            raise ItoolError("--resume continues with the run's saved config; give no other settings")
+        run_dir = RunDir.open(resume)
+        config = build_config([read_config_file(run_dir.path / CONFIG_FILE)])
+        ctx = RunContext(config, registry, run_dir)
+    else:
+        layers = [read_preset(preset) if preset else {}, read_config_file(config_file) if config_file else {}]
+        config = build_config([*layers, flags_layer(params)])
+        ctx = RunContext(config, registry, run=None)  # resolves every component before anything is written
+        ctx.run = RunDir.create(config.runs_dir, config.name)
+        config.name = ctx.run.path.name
+        write_text(ctx.run.path / CONFIG_FILE, dump_config(config))
+    click.echo(f"run directory: {ctx.run.path}", err=True)
+    run_loop(ctx, stop_after=stop_after)
+    report = write_report(ctx.run)
+    click.echo(f"report: {report}", err=True)
+
+
+# -- itool plugins -----------------------------------------------------------------------------
+@cli.command()
+@click.argument("kind", required=False)
+@click.argument("name", required=False)
+def plugins(kind: str | None, name: str | None) -> None:
+    """List the installed components by kind, or show one component's options.
+
+    \b
+    itool plugins               every component
+    itool plugins loss          the losses
+    itool plugins loss simpo    simpo's options
+    """
+    registry = get_registry()
+    console = Console()
+    if kind and name:
+        component = registry.get(kind, name)
+        console.print(f"[bold]{kind} {name}[/bold] ({component.package}): {component.description}")
+        table = Table("option", "type", "default", "description")
+        for field_name, field in component.options.model_fields.items():
+            annotation = getattr(field.annotation, "__name__", str(field.annotation))
+            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            table.add_row(field_name, annotation, default, field.description or "")
+        console.print(table if component.options.model_fields else "no options")
+        return
+    table = Table("kind", "name", "package", "description")
+    for component in registry.components(kind):
+        table.add_row(component.kind, component.name, component.package, component.description)
+    console.print(table)
+    for failure in registry.failures:
+        console.print(f"[red]plugin {failure.package} failed to load:[/red] {failure.error}")
+
+
+def main() -> None:
+    registry = get_registry()
+    registry.add_commands(cli)
+    cli.main(prog_name="itool")
+
+
+if __name__ == "__main__":
+    main()

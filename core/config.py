@@ -1,0 +1,169 @@
+"""The run configuration: defaults < preset < config file (YAML/TOML) < command-line flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from itool.errors import ItoolError, describe_validation_error
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+class ComponentSpec(BaseModel):
+    """Which registered component fills a slot, and its options. A bare string means the name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+# Config field -> registry kind, in the order the loop uses them.
+COMPONENT_FIELDS: dict[str, str] = {
+    "loader": "model",
+    "backend": "backend",
+    "format": "format",
+    "dataset": "dataset",
+    "warmup": "warmup",
+    "sampler": "sampler",
+    "search": "search",
+    "reward": "reward",
+    "pairs": "pairs",
+    "trainer": "trainer",
+    "loss": "loss",
+    "evaluator": "evaluator",
+}
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs; saved as ``config.yaml`` in the run directory."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str | None = Field(default=None, description="Run name; the run lives in <runs_dir>/<name>.")
+    runs_dir: Path = Field(default=Path("runs"), description="Parent folder of run directories.")
+    seed: int = Field(default=0, description="Seed for sampling, shuffling and initialisation.")
+    model: str = Field(
+        default="smollm2-135m-instruct",
+        description="Model to train: an alias known to the loader, a local path or a hub id.",
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:N]'.")
+    dtype: str = Field(default="auto", description="'auto' (bf16 where it works), 'bfloat16', 'float32'.")
+    rounds: int = Field(default=1, ge=0, description="Reinforcement rounds after the warm-up.")
+    train_limit: int | None = Field(default=64, ge=1, description="Use at most this many train samples.")
+    eval_limit: int | None = Field(default=64, ge=1, description="Evaluate on at most this many samples.")
+    eval_base: bool = Field(default=True, description="Evaluate the untrained model first.")
+
+    loader: ComponentSpec = ComponentSpec(name="transformers")
+    backend: ComponentSpec = ComponentSpec(name="transformers")
+    format: ComponentSpec = ComponentSpec(name="python")
+    dataset: ComponentSpec = ComponentSpec(name="bfcl")
+    warmup: ComponentSpec | None = ComponentSpec(name="curriculum")
+    sampler: ComponentSpec = ComponentSpec(name="perplexity")
+    search: ComponentSpec = ComponentSpec(name="puct")
+    reward: ComponentSpec = ComponentSpec(name="ast")
+    pairs: ComponentSpec = ComponentSpec(name="step")
+    trainer: ComponentSpec = ComponentSpec(name="lora")
+    loss: ComponentSpec = ComponentSpec(name="simpo")
+    evaluator: ComponentSpec = ComponentSpec(name="bfcl")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_warmup(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            warmup = values.get("warmup")
+            name = warmup.get("name") if isinstance(warmup, dict) else warmup
+            if name in ("none", "off"):
+                values = {**values, "warmup": None}
+        return values
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML (.yaml/.yml) or TOML (.toml) file as a dict, or one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ItoolError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ItoolError(f"config file {path}: use a .yaml, .yml or .toml file")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ItoolError(f"config file {path} is not valid {path.suffix[1:].upper()}: {first}") from None
+    if not isinstance(data, dict):
+        raise ItoolError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ItoolError(f"unknown preset {name!r} (available: {', '.join(preset_names()) or 'none'})")
+    return read_config_file(path)
+
+
+def _as_spec(value: Any) -> Any:
+    return {"name": value, "options": {}} if isinstance(value, str) else value
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], top: bool = True) -> dict[str, Any]:
+    """Recursive dict merge. Naming a different component drops the options set for the old one."""
+    out = dict(base)
+    for key, value in override.items():
+        old = out.get(key)
+        if top and key in COMPONENT_FIELDS:
+            old, value = _as_spec(old), _as_spec(value)
+            if isinstance(old, dict) and isinstance(value, dict) and value.get("name", old.get("name")) != old.get("name"):
+                old = None
+        out[key] = merge(old, value, top=False) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def defaults() -> dict[str, Any]:
+    """The component slots of a default config: the bottom layer that options merge into."""
+    slots = {f: RunConfig.model_fields[f].default for f in COMPONENT_FIELDS}
+    return {f: spec.model_dump() if spec is not None else None for f, spec in slots.items()}
+
+
+def parse_option(text: str, flag: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML, so ``2.5``, ``true`` and ``[1, 2]`` get their types."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ItoolError(f"{flag} expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def build_config(layers: list[dict[str, Any]]) -> RunConfig:
+    merged = defaults()
+    for layer in layers:
+        merged = merge(merged, layer)
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ItoolError(describe_validation_error(exc)) from None
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

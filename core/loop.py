@@ -1,0 +1,141 @@
+"""The iTool loop: [evaluate base] → warm-up → evaluate → R × (select → search → pairs → train → evaluate).
+
+Each stage calls the component configured for it, writes its outputs into its own folder and is then
+marked complete in the state file. A resumed run skips completed stages and reads what later stages
+need back from disk, so nothing is repeated and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rich.console import Console
+
+from itool.context import RunContext, seed_everything
+from itool.errors import ItoolError
+from itool.rundir import read_jsonl, write_json, write_jsonl
+from itool.schemas import EvalReport, PreferencePair, SearchTree
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Stage:
+    name: str
+    run: Callable[[RunContext], Any]
+
+
+def plan(ctx: RunContext) -> list[Stage]:
+    """The ordered stages this config asks for."""
+    cfg = ctx.config
+    stages: list[Stage] = []
+    if cfg.eval_base:
+        stages.append(Stage("base.eval", evaluate))
+    if cfg.warmup is not None:
+        stages += [Stage("warmup", warmup), Stage("warmup.eval", evaluate)]
+    for r in range(1, cfg.rounds + 1):
+        stages += [
+            Stage(f"round{r}.select", select),
+            Stage(f"round{r}.search", search),
+            Stage(f"round{r}.pairs", build_pairs),
+            Stage(f"round{r}.train", train),
+            Stage(f"round{r}.eval", evaluate),
+        ]
+    return stages
+
+
+def run_loop(ctx: RunContext, stop_after: str | None = None) -> None:
+    stages = plan(ctx)
+    names = [s.name for s in stages]
+    if stop_after is not None and stop_after not in names:
+        raise ItoolError(f"--stop-after {stop_after!r} is not a stage of this run (stages: {', '.join(names)})")
+    for stage in stages:
+        if ctx.run.is_done(stage.name):
+            console.print(f"[dim]✓ {stage.name} (already done)[/dim]")
+        else:
+            run_stage(ctx, stage)
+        if stage.name == stop_after:
+            console.print(f"stopped after {stage.name}; continue with: itool run --resume {ctx.run.path}")
+            return
+
+
+def run_stage(ctx: RunContext, stage: Stage) -> None:
+    ctx.stage = stage.name
+    seed_everything(ctx.stage_seed(stage.name))
+    console.rule(f"[bold]{stage.name}")
+    ctx.log("start")
+    started = time.perf_counter()
+    result = stage.run(ctx)
+    seconds = round(time.perf_counter() - started, 3)
+    result = {**(result or {}), "seconds": seconds}
+    ctx.log("end", **result)
+    adapter = ctx.stage_dir / "adapter"
+    ctx.run.complete(stage.name, result, adapter=adapter if adapter.exists() else None)
+    console.print(f"[green]✓ {stage.name}[/green] {seconds:.1f}s  {_short(result)}")
+
+
+def _short(result: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in result.items() if k != "seconds" and not isinstance(v, (dict, list)))
+
+
+def _round_stage(ctx: RunContext, step: str) -> str:
+    return f"{ctx.stage.split('.')[0]}.{step}"
+
+
+# -- stages -----------------------------------------------------------------------------------------
+def evaluate(ctx: RunContext) -> dict[str, Any]:
+    evaluator, opts = ctx.component("evaluator")
+    report: EvalReport = evaluator.obj(ctx, ctx.samples("test"), opts)
+    write_jsonl(ctx.stage_dir / "verdicts.jsonl", report.verdicts)
+    write_json(ctx.stage_dir / "summary.json", report.summary)
+    return {"summary": report.summary, "n": len(report.verdicts)}
+
+
+def warmup(ctx: RunContext) -> dict[str, Any]:
+    trainer, opts = ctx.component("warmup")
+    return trainer.obj(ctx, ctx.samples("train"), opts) or {}
+
+
+def select(ctx: RunContext) -> dict[str, Any]:
+    sampler, opts = ctx.component("sampler")
+    chosen = sampler.obj(ctx, ctx.samples("train"), opts)
+    write_json(ctx.stage_dir / "selected.json", [s.id for s in chosen])
+    return {"selected": len(chosen), "of": len(ctx.samples("train"))}
+
+
+def search(ctx: RunContext) -> dict[str, Any]:
+    ids = json.loads((ctx.run.path / _round_stage(ctx, "select") / "selected.json").read_text())
+    by_id = {s.id: s for s in ctx.samples("train")}
+    searcher, opts = ctx.component("search")
+    trees: list[SearchTree] = searcher.obj(ctx, [by_id[i] for i in ids], opts)
+    write_jsonl(ctx.stage_dir / "trees.jsonl", trees)
+    return {"trees": len(trees), "nodes": sum(len(t.nodes) for t in trees)}
+
+
+def build_pairs(ctx: RunContext) -> dict[str, Any]:
+    trees = read_jsonl(ctx.run.path / _round_stage(ctx, "search") / "trees.jsonl", SearchTree)
+    builder, opts = ctx.component("pairs")
+    pairs: list[PreferencePair] = builder.obj(ctx, trees, opts)
+    # pairs.jsonl is exactly TRL's preference format; provenance goes beside it, line for line.
+    write_jsonl(ctx.stage_dir / "pairs.jsonl", [p.model_dump(include={"prompt", "chosen", "rejected"}) for p in pairs])
+    write_jsonl(ctx.stage_dir / "pairs.meta.jsonl", [p.model_dump(exclude={"prompt", "chosen", "rejected"}) for p in pairs])
+    return {"pairs": len(pairs), "from_trees": len(trees)}
+
+
+def load_pairs(stage_dir) -> list[PreferencePair]:
+    texts = read_jsonl(stage_dir / "pairs.jsonl")
+    metas = read_jsonl(stage_dir / "pairs.meta.jsonl")
+    return [PreferencePair.model_validate({**t, **m}) for t, m in zip(texts, metas, strict=True)]
+
+
+def train(ctx: RunContext) -> dict[str, Any]:
+    pairs = load_pairs(ctx.run.path / _round_stage(ctx, "pairs"))
+    if not pairs:
+        console.print("[yellow]no preference pairs this round: the policy is left as it is[/yellow]")
+        return {"pairs": 0, "skipped": True}
+    trainer, opts = ctx.component("trainer")
+    return trainer.obj(ctx, pairs, opts) or {}

@@ -1,0 +1,52 @@
+"""The run's final report: report.md (stage times, evaluation rows per stage) and curves.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from itool.rundir import RunDir, atomic_path, write_text
+
+
+def write_report(run: RunDir) -> Path:
+    state = run.state
+    results = state["results"]
+    evals = {stage: r["summary"] for stage, r in results.items() if stage.endswith(".eval") and r}
+    rows = sorted({row for summary in evals.values() for row in summary})
+    lines = [f"# Run report: {run.path.name}", "", "## Stages", "", "| stage | seconds | result |", "|---|---:|---|"]
+    for stage in state["completed"]:
+        result = results.get(stage) or {}
+        brief = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("seconds", "summary"))
+        lines.append(f"| {stage} | {result.get('seconds', 0):.1f} | {brief} |")
+    lines.append(f"\nTotal: {sum((r or {}).get('seconds', 0) for r in results.values()):.1f} s\n")
+    if evals:
+        lines += ["## Evaluation (accuracy, %)", "", "| row | " + " | ".join(evals) + " |",
+                  "|---|" + "---:|" * len(evals)]
+        for row in rows:
+            cells = [f"{100 * s[row]:.2f}" if row in s else "" for s in evals.values()]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        plot = _plot(run.path / "curves.png", evals, rows)
+        lines += ["", f"![evaluation by stage]({plot.name})"]
+    path = run.path / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _plot(path: Path, evals: dict[str, dict[str, float]], rows: list[str]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(evals)), 4))
+    stages = list(evals)
+    for row in rows:
+        ax.plot(stages, [100 * evals[s].get(row, float("nan")) for s in stages], marker="o", label=row)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Evaluation after each stage")
+    ax.legend(fontsize="small", loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path

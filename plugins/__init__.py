@@ -1,0 +1,1 @@
+"""Built-in plugins. Each module registers itself through the ``itool`` entry-point group."""
