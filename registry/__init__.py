@@ -92,7 +92,7 @@ class Registry:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken plugin must not take the others down
-                self.failures.append(PluginFailure(package, f"{type(exc).__name__}: {exc}"))
+                self.failures.append(PluginFailure(f"{package} ({ep.name})", f"{type(exc).__name__}: {exc}"))
                 continue
             self._register_module(module, package)
 
