@@ -15,6 +15,7 @@ from itool import __version__
 from itool.config import COMPONENT_FIELDS, RunConfig, build_config, dump_config, parse_option, preset_names, read_config_file, read_preset
 from itool.context import RunContext
 from itool.errors import ItoolError
+from itool.loop import StageFailed, run_loop
 from itool.registry import KINDS, Registry
 from itool.rundir import CONFIG_FILE, RunDir, write_text
 
@@ -23,12 +24,19 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+class Failed(click.ClickException):
+    exit_code = 1
+
+
 class ItoolGroup(click.Group):
-    """Turns ``ItoolError`` into one line on stderr and exit code 2, never a traceback."""
+    """Turns ``ItoolError`` into one line on stderr and exit code 2 (1 when a stage crashed), never a
+    traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except StageFailed as exc:
+            raise Failed(str(exc)) from None
         except ItoolError as exc:
             raise UserError(str(exc)) from None
 
@@ -110,8 +118,7 @@ def run(config_file: Path | None, preset: str | None, resume: Path | None, stop_
     Settings come from the defaults, then --preset, then --config, then the flags. Every stage writes
     into runs/<name>/, and an interrupted run continues with --resume runs/<name>.
     """
-    from itool.loop import run_loop
-    from itool.report import write_report
+    from itool.report import write_report  # matplotlib: imported only when a run happens
 
     registry = get_registry()
     if resume is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,6 +21,10 @@ from itool.rundir import read_jsonl, write_json, write_jsonl
 from itool.schemas import EvalReport, PreferencePair, SearchTree
 
 console = Console(stderr=True)
+
+
+class StageFailed(ItoolError):
+    """A component raised; completed stages are kept and ``--resume`` re-runs only the failed one."""
 
 
 @dataclass
@@ -68,7 +73,21 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
     console.rule(f"[bold]{stage.name}")
     ctx.log("start")
     started = time.perf_counter()
-    result = stage.run(ctx)
+    try:
+        result = stage.run(ctx)
+    except ItoolError:
+        raise
+    except KeyboardInterrupt:
+        ctx.log("interrupted")
+        raise StageFailed(f"interrupted during {stage.name}; continue with: itool run --resume {ctx.run.path}") from None
+    except Exception as exc:  # a crash inside a plugin: keep the traceback, tell the user how to go on
+        trace = ctx.stage_dir / "error.txt"
+        trace.write_text(traceback.format_exc(), encoding="utf-8")
+        ctx.log("error", error=f"{type(exc).__name__}: {exc}")
+        raise StageFailed(
+            f"stage {stage.name} failed: {type(exc).__name__}: {exc} (traceback in {trace}; "
+            f"fix and continue with: itool run --resume {ctx.run.path})"
+        ) from exc
     seconds = round(time.perf_counter() - started, 3)
     result = {**(result or {}), "seconds": seconds}
     ctx.log("end", **result)
@@ -78,8 +97,11 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
 
 
 def _short(result: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in result.items() if k != "seconds" and not isinstance(v, (dict, list)))
+    """One line for the console: scalar results, plus the headline row of an evaluation."""
+    shown = {k: v for k, v in result.items() if k != "seconds" and not isinstance(v, (dict, list))}
+    if "Overall" in result.get("summary", {}):
+        shown["Overall"] = result["summary"]["Overall"]
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
 
 
 def _round_stage(ctx: RunContext, step: str) -> str:

@@ -15,7 +15,8 @@ def write_report(run: RunDir) -> Path:
     lines = [f"# Run report: {run.path.name}", "", "## Stages", "", "| stage | seconds | result |", "|---|---:|---|"]
     for stage in state["completed"]:
         result = results.get(stage) or {}
-        brief = ", ".join(f"{k}={v}" for k, v in result.items() if k not in ("seconds", "summary"))
+        brief = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in result.items() if k not in ("seconds", "summary"))
         lines.append(f"| {stage} | {result.get('seconds', 0):.1f} | {brief} |")
     lines.append(f"\nTotal: {sum((r or {}).get('seconds', 0) for r in results.values()):.1f} s\n")
     if evals:

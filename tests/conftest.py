@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from itool.config import build_config
@@ -54,3 +57,7 @@ def fresh_policy(registry):
     """A private copy of the default model for tests that train or merge adapters."""
     loader = registry.get("model", "transformers")
     return loader.obj("smollm2-135m-instruct", loader.parse_options({}), device="cpu", dtype="auto")
+
+
+# Test-only plugins (tests/loop_plugins.py) import as `loop_plugins`.
+sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,92 @@
+"""RunConfig layers: defaults < preset < file < flags, with one readable line for every bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from itool.config import RunConfig, build_config, parse_option, read_config_file, read_preset
+from itool.errors import ItoolError
+
+
+def test_defaults_are_the_paper_pipeline_on_the_default_model():
+    config = build_config([])
+    assert (config.model, config.search.name, config.loss.name, config.warmup.name) == (
+        "smollm2-135m-instruct", "puct", "simpo", "curriculum")
+
+
+def test_yaml_and_toml_files_load_the_same(tmp_path):
+    (tmp_path / "c.yaml").write_text("rounds: 2\nloss: {name: dpo, options: {beta: 0.2}}\n")
+    (tmp_path / "c.toml").write_text('rounds = 2\n[loss]\nname = "dpo"\noptions = { beta = 0.2 }\n')
+    a = build_config([read_config_file(tmp_path / "c.yaml")])
+    b = build_config([read_config_file(tmp_path / "c.toml")])
+    assert a == b and a.loss.options == {"beta": 0.2}
+
+
+def test_later_layers_override_and_options_merge_into_the_named_component():
+    config = build_config([{"loss": {"name": "dpo", "options": {"beta": 0.2}}}, {"loss": {"options": {"label": 1}}}])
+    assert config.loss.name == "dpo" and config.loss.options == {"beta": 0.2, "label": 1}
+
+
+def test_naming_another_component_drops_the_old_ones_options():
+    config = build_config([{"loss": {"name": "dpo", "options": {"beta": 0.2}}}, {"loss": "simpo"}])
+    assert config.loss.name == "simpo" and config.loss.options == {}
+
+
+def test_warmup_none_skips_the_warmup():
+    assert build_config([{"warmup": "none"}]).warmup is None
+
+
+def test_option_values_are_typed_like_yaml():
+    assert parse_option("beta=2.5", "--loss-opt") == ("beta", 2.5)
+    assert parse_option("stratify=true", "--sampler-opt") == ("stratify", True)
+    assert parse_option("cats=[a, b]", "--dataset-opt") == ("cats", ["a", "b"])
+    assert parse_option("name=x=y", "--loss-opt") == ("name", "x=y")
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"rounds": "many"}, "rounds: Input should be a valid integer, unable to parse string as an integer, got 'many'"),
+    ({"rounds": -1}, "rounds: Input should be greater than or equal to 0, got -1"),
+    ({"colour": "red"}, "colour: Extra inputs are not permitted, got 'red'"),
+    ({"loss": {"name": "dpo", "beta": 1}}, "loss.beta: Extra inputs are not permitted, got 1"),
+])
+def test_every_invalid_value_names_the_field_and_the_problem(layer, message):
+    with pytest.raises(ItoolError) as err:
+        build_config([layer])
+    assert str(err.value) == message
+
+
+def test_malformed_option_flag():
+    with pytest.raises(ItoolError, match=r"--loss-opt expects key=value, got 'beta'"):
+        parse_option("beta", "--loss-opt")
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ItoolError, match="config file not found: .*nope.yaml"):
+        read_config_file(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("rounds: [1\n")
+    with pytest.raises(ItoolError, match="is not valid YAML"):
+        read_config_file(tmp_path / "bad.yaml")
+    (tmp_path / "bad.toml").write_text("rounds = \n")
+    with pytest.raises(ItoolError, match="is not valid TOML"):
+        read_config_file(tmp_path / "bad.toml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ItoolError, match="expected a mapping"):
+        read_config_file(tmp_path / "list.yaml")
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(ItoolError, match="use a .yaml, .yml or .toml file"):
+        read_config_file(tmp_path / "c.json")
+
+
+def test_presets_are_named_config_layers():
+    assert build_config([read_preset("smoke")]).train_limit == 8
+    with pytest.raises(ItoolError, match=r"unknown preset 'papper' \(available: .*smoke"):
+        read_preset("papper")
+
+
+def test_config_round_trips_through_its_saved_yaml(tmp_path):
+    from itool.config import dump_config
+
+    config = build_config([{"loss": {"name": "dpo", "options": {"beta": 0.2}}, "rounds": 3}])
+    (tmp_path / "config.yaml").write_text(dump_config(config))
+    assert build_config([read_config_file(tmp_path / "config.yaml")]) == config
+    assert isinstance(config, RunConfig)

@@ -1,0 +1,108 @@
+"""The loop runs every stage through the registered components, and a stopped, crashed or interrupted
+run resumes after its last completed stage without repeating or losing anything.
+
+These tests drive the real CLI with the toy plugins of tests/loop_plugins.py."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import loop_plugins
+from itool import cli as cli_module
+from itool.registry import Registry
+from itool.rundir import read_jsonl
+
+STAGES = ["base.eval", "warmup", "warmup.eval",
+          "round1.select", "round1.search", "round1.pairs", "round1.train", "round1.eval",
+          "round2.select", "round2.search", "round2.pairs", "round2.train", "round2.eval"]
+
+
+@pytest.fixture
+def itool(monkeypatch, tmp_path):
+    """Run ``itool ...`` in-process with the built-in and the toy plugins; returns the click Result."""
+    monkeypatch.setattr(cli_module, "_registry", Registry(extra_modules=[loop_plugins]))
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump({**loop_plugins.TOY_CONFIG, "rounds": 2, "runs_dir": str(tmp_path / "runs")}))
+
+    def run(*args: str):
+        return CliRunner().invoke(cli_module.cli, [a.replace("TOY", str(config)) for a in args])
+
+    return run
+
+
+def test_a_run_goes_through_every_stage_and_improves_the_toy_policy(itool, tmp_path):
+    result = itool("run", "--config", "TOY", "--name", "full")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "full"
+    state = json.loads((run / "state.json").read_text())
+    assert state["completed"] == STAGES
+    assert state["adapters"] == ["warmup/adapter", "round1.train/adapter", "round2.train/adapter"]
+    assert state["results"]["base.eval"]["summary"]["Overall"] == 0.0
+    assert state["results"]["round2.eval"]["summary"]["Overall"] == 1.0
+    pairs = read_jsonl(run / "round1.pairs" / "pairs.jsonl")
+    assert len(pairs) == 8 and set(pairs[0]) == {"prompt", "chosen", "rejected"}  # TRL's preference format
+    assert read_jsonl(run / "round1.pairs" / "pairs.meta.jsonl")[0]["chosen_value"] == 1.0
+    events = Counter((m["stage"], m["event"]) for m in read_jsonl(run / "metrics.jsonl"))
+    assert all(events[(s, "start")] == events[(s, "end")] == 1 for s in STAGES)
+    assert "| round2.eval |" in (run / "report.md").read_text()
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "full"
+
+
+def _outputs(run):
+    return {p.relative_to(run).as_posix(): p.read_text() for p in sorted(run.rglob("*"))
+            if p.is_file() and p.suffix in (".jsonl", ".json") and p.name not in ("metrics.jsonl", "state.json")}
+
+
+def test_stop_then_resume_repeats_nothing_and_matches_an_unbroken_run(itool, tmp_path):
+    assert itool("run", "--config", "TOY", "--name", "straight").exit_code == 0
+    first = itool("run", "--config", "TOY", "--name", "split", "--stop-after", "round1.search")
+    assert first.exit_code == 0 and "continue with: itool run --resume" in first.output
+    split = tmp_path / "runs" / "split"
+    assert json.loads((split / "state.json").read_text())["completed"] == STAGES[:5]
+    resumed = itool("run", "--resume", str(split))
+    assert resumed.exit_code == 0, resumed.output
+    calls = (split / "calls.log").read_text().splitlines()
+    assert len(calls) == len(set(calls))  # every stage ran exactly once
+    assert _outputs(split) == _outputs(tmp_path / "runs" / "straight")  # and the results are identical
+
+
+def test_a_crash_mid_stage_keeps_earlier_stages_and_resume_reruns_only_that_stage(itool, tmp_path):
+    crashed = itool("run", "--config", "TOY", "--name", "crash", "--search-opt", "fail_once=true")
+    assert crashed.exit_code == 1
+    assert "stage round1.search failed: RuntimeError: simulated crash in the middle of a search" in crashed.output
+    run = tmp_path / "runs" / "crash"
+    assert json.loads((run / "state.json").read_text())["completed"] == STAGES[:4]
+    assert not (run / "round1.search" / "trees.jsonl").exists()
+    assert "Traceback" in (run / "round1.search" / "error.txt").read_text()
+    assert itool("run", "--resume", str(run)).exit_code == 0
+    calls = Counter((run / "calls.log").read_text().splitlines())
+    assert calls["round1.search search"] == 2 and calls["round1.select select"] == 1
+
+
+def test_resume_uses_the_saved_config_only(itool, tmp_path):
+    assert itool("run", "--config", "TOY", "--name", "r", "--stop-after", "warmup").exit_code == 0
+    result = itool("run", "--resume", str(tmp_path / "runs" / "r"), "--loss", "dpo")
+    assert result.exit_code == 2
+    assert "--resume continues with the run's saved config; give no other settings" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search", "puctt"], "Error: unknown search 'puctt' (available: "),
+    (["--rounds", "two"], "Error: Invalid value for '--rounds': 'two' is not a valid integer."),
+    (["--config", "missing.yaml"], "Error: config file not found: missing.yaml"),
+    (["--trainer-opt", "lr=fast"], "Error: trainer.options.lr: Input should be a valid number"),
+    (["--stop-after", "round9.train"], "Error: --stop-after 'round9.train' is not a stage of this run"),
+])
+def test_bad_settings_fail_in_one_line_with_exit_code_2_and_write_nothing(itool, tmp_path, args, message):
+    result = itool("run", "--config", "TOY", "--name", "bad", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    if "--stop-after" not in args:
+        assert not (tmp_path / "runs" / "bad").exists()
