@@ -1,0 +1,121 @@
+"""Shared by the dataset plugins: skipped-record accounting, the hash split and file reading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from itool.errors import ItoolError
+from itool.schemas import Sample
+
+logger = logging.getLogger("itool.datasets")
+SPLITS = ("train", "test", "all")
+
+
+class SkipLog:
+    """Counts skipped records by reason and logs one summary line, e.g.
+    ``bfcl: skipped 3 records (2 missing 'question', 1 bad json)``.
+
+    The log record carries ``dataset`` and ``skipped`` (reason -> count) so that ``itool data stats``
+    can show the counts of any dataset plugin that uses this class."""
+
+    def __init__(self, dataset: str):
+        self.dataset = dataset
+        self.reasons: Counter[str] = Counter()
+
+    def skip(self, reason: str) -> None:
+        self.reasons[reason] += 1
+
+    def report(self) -> None:
+        total = sum(self.reasons.values())
+        if total:
+            detail = ", ".join(f"{n} {reason}" for reason, n in self.reasons.most_common())
+            logger.warning(f"{self.dataset}: skipped {total} records ({detail})",
+                           extra={"dataset": self.dataset, "skipped": dict(self.reasons)})
+
+
+class Malformed(ValueError):
+    """A record that cannot become a Sample; the message is the reason counted by SkipLog."""
+
+
+RECORD_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError)  # pydantic's are ValueErrors
+
+
+def skip_reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, Malformed) else "malformed record"
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ItoolError(f"unknown split {split!r} (use {', '.join(SPLITS)})")
+
+
+def test_share(sample_id: str) -> float:
+    """Where an id falls in [0, 1): the first 8 bytes of sha256(id) as a fraction. Deterministic
+    across machines and Python versions (unlike ``hash``), and independent of file order."""
+    return int.from_bytes(hashlib.sha256(sample_id.encode()).digest()[:8], "big") / 2**64
+
+
+def in_split(sample_id: str, split: str, test_fraction: float) -> bool:
+    if split == "all":
+        return True
+    return (test_share(sample_id) < test_fraction) == (split == "test")
+
+
+def select_split(samples: list[Sample], split: str, test_fraction: float) -> list[Sample]:
+    check_split(split)
+    return [s for s in samples if in_split(s.id, split, test_fraction)]
+
+
+def require_file(path: Path | None, dataset: str) -> Path:
+    if path is None:
+        raise ItoolError(f"{dataset}: set the data file with --dataset-opt path=FILE (.json or .jsonl)")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ItoolError(f"{dataset}: data file not found: {path}")
+    return path
+
+
+def json_records(path: Path, skips: SkipLog) -> Iterator[Any]:
+    """Records of a JSON array file or a JSON-lines file; undecodable lines are skipped as 'bad json'."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            yield from json.loads(text)
+            return
+        except json.JSONDecodeError as exc:
+            raise ItoolError(f"{skips.dataset}: {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            skips.skip("bad json")
+
+
+def arrow_records(path: Path, dataset: str) -> Iterator[dict[str, Any]]:
+    """Records read through the ``datasets`` library, for files whose schema Arrow can type."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        table = datasets.load_dataset("json", data_files=str(path), split="train")
+    except Exception as exc:  # Arrow/JSON errors come in many types; the user needs one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ItoolError(f"{dataset}: cannot read {path}: {first}") from None
+    yield from table
+
+
+def json_value(text: Any, what: str) -> Any:
+    """A JSON value stored as a string inside a record."""
+    if not isinstance(text, str):
+        raise Malformed(f"missing '{what}'")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise Malformed(f"bad json in '{what}'") from None
