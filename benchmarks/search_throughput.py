@@ -1,0 +1,81 @@
+"""Search throughput: the same PUCT search on the real model, twice in one process.
+
+- batched: every simulation sends the expansions (then the rollouts) of all samples' open leaves to the
+  backend in one ``generate`` call, a wave;
+- naive: one request per ``generate`` call (one leaf's expansion, or one rollout, at a time).
+
+Both use the same options, seed, samples and reward; only the calls differ. Prints generate calls,
+nodes/minute and step pairs/minute for each, and the batched/naive ratio of both rates.
+
+    .venv/bin/python benchmarks/search_throughput.py --samples 8 --simulations 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+from itool.config import build_config
+from itool.context import RunContext
+from itool.registry import Registry
+from itool.rundir import RunDir
+from itool.plugins.pairs.step import StepPairOptions, step_pairs
+from itool.plugins.searches.puct import PuctOptions, puct
+
+
+def make_ctx(args: argparse.Namespace, runs_dir: str) -> RunContext:
+    config = build_config([{
+        "runs_dir": runs_dir, "name": "bench", "model": args.model, "train_limit": args.samples,
+        "reward": args.reward,
+        "dataset": {"name": "bfcl", "options": {"categories": args.categories.split(",")}},
+    }])
+    ctx = RunContext(config, Registry(), run=None)
+    ctx.run = RunDir.create(config.runs_dir, config.name)
+    ctx.stage = "bench.search"
+    return ctx
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--categories", default="simple_python,multiple,parallel,live_simple")
+    parser.add_argument("--reward", default="ast")
+    parser.add_argument("--simulations", type=int, default=3)
+    parser.add_argument("--width", type=int, default=3)
+    parser.add_argument("--max-depth", type=int, default=3)
+    parser.add_argument("--step-max-tokens", type=int, default=24)
+    parser.add_argument("--rollout-max-tokens", type=int, default=64)
+    parser.add_argument("--naive-first", action="store_true", help="run the naive search first")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as runs_dir:
+        ctx = make_ctx(args, runs_dir)
+        samples = ctx.samples("train")
+        print(f"model {args.model} on {ctx.policy.device}, {len(samples)} BFCL samples "
+              f"({args.categories}); {args.simulations} simulations, width {args.width}")
+        base = dict(simulations=args.simulations, width=args.width, max_depth=args.max_depth,
+                    step_max_tokens=args.step_max_tokens, rollout_max_tokens=args.rollout_max_tokens, seed=0)
+        # warm-up: first-call overheads (kernels, caches) must not count against either run
+        puct(ctx, samples[:1], PuctOptions(**{**base, "simulations": 1}))
+
+        modes = [("batched", None), ("naive", 1)]
+        rates = {}
+        for mode, wave_size in (reversed(modes) if args.naive_first else modes):
+            started = time.perf_counter()
+            trees = puct(ctx, samples, PuctOptions(**base, wave_size=wave_size))
+            minutes = (time.perf_counter() - started) / 60
+            pairs = step_pairs(ctx, trees, StepPairOptions())
+            nodes = sum(len(t.nodes) - 1 for t in trees)
+            calls = trees[0].meta["generate_calls"]
+            rates[mode] = (nodes / minutes, len(pairs) / minutes)
+            print(f"{mode:8s} {minutes * 60:7.1f} s  {calls:4d} generate calls  {nodes:4d} nodes "
+                  f"({nodes / minutes:6.1f}/min)  {len(pairs):3d} pairs ({len(pairs) / minutes:6.2f}/min)")
+        (b_nodes, b_pairs), (n_nodes, n_pairs) = rates["batched"], rates["naive"]
+        pair_ratio = f"{b_pairs / n_pairs:.2f}x" if n_pairs else "n/a (naive made no pairs)"
+        print(f"batched / naive: nodes/min {b_nodes / n_nodes:.2f}x, pairs/min {pair_ratio}")
+
+
+if __name__ == "__main__":
+    main()
