@@ -66,6 +66,12 @@ def _literal_call(node: ast.AST) -> tuple[str, list[Any], dict[str, Any]]:
     return node.func.id, [_literal(a) for a in node.args], {k.arg: _literal(k.value) for k in node.keywords}
 
 
+def split_positional(arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """``{"#0": a, "#1": b, "k": v}`` -> ``([a, b], {"k": v})``."""
+    positional = sorted((int(k[1:]), v) for k, v in arguments.items() if k[:1] == "#" and k[1:].isdigit())
+    return [v for _, v in positional], {k: v for k, v in arguments.items() if not (k[:1] == "#" and k[1:].isdigit())}
+
+
 def result_text(value: Any) -> str:
     """A backend's return value as BFCL records it: strings as they are, dicts as JSON."""
     if isinstance(value, str):
@@ -125,7 +131,8 @@ class Dispatcher:
         return [self.call(name, args, kwargs) for name, args, kwargs in parse_call_text(call_text)]
 
     def run_calls(self, calls: list[ToolCall]) -> list[str]:
-        return [self.call(c.name, [], c.arguments) for c in calls]
+        """Run parsed calls; arguments keyed ``"#0"``, ``"#1"``... are positional (the formats' convention)."""
+        return [self.call(c.name, *split_positional(c.arguments)) for c in calls]
 
     def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.instances)

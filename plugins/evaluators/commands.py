@@ -1,0 +1,144 @@
+"""``itool eval``: evaluate a model on BFCL outside a training run.
+
+It builds an ordinary run config and context and runs the loop's own eval stage
+(``itool.loop.evaluate``) on the chosen samples, so scores match those of ``itool run``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from itool import hookimpl
+from itool.config import build_config, dump_config, parse_option
+from itool.context import RunContext, stable_subset
+from itool.errors import ItoolError
+from itool.rundir import RunDir, read_jsonl, write_text
+from itool.schemas import Sample, Verdict
+
+STAGE = "eval"
+
+
+class _EvalContext(RunContext):
+    """A run context whose test samples are the ones ``itool eval`` picked."""
+
+    def __init__(self, *args: Any, picked: list[Sample] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.picked = picked or []
+
+    def samples(self, split: str) -> list[Sample]:
+        return self.picked
+
+
+def pick_samples(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """At most ``limit`` samples per category, chosen by id hash (the same ones on every run)."""
+    by_category: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_category.setdefault(sample.category, []).append(sample)
+    return [s for group in by_category.values() for s in stable_subset(group, limit)]
+
+
+def summary_rows(verdicts: list[Any], summary: dict[str, float]) -> list[tuple[str, str, str]]:
+    """(row, samples, accuracy %) for the table: aggregate rows, then categories."""
+    from itool.plugins.evaluators.summary import category_counts
+
+    counts = category_counts(verdicts)
+    rows = []
+    for name, value in summary.items():
+        n = f"{counts[name][1]}" if name in counts else ""
+        rows.append((name, n, f"{100 * value:.1f}"))
+    return rows
+
+
+def write_markdown(path: Path, model: str, rows: list[tuple[str, str, str]]) -> None:
+    lines = [f"# BFCL evaluation of `{model}`", "", "| row | samples | accuracy % |", "|---|---:|---:|"]
+    lines += [f"| {r} | {n} | {a} |" for r, n, a in rows]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def write_chart(path: Path, model: str, summary: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names)), 4.0))
+    ax.bar(names, [100 * summary[n] for n in names], color="tab:blue")
+    ax.set_ylabel("accuracy %")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"BFCL: {model}")
+    ax.tick_params(axis="x", labelrotation=60)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+@click.command("eval")
+@click.option("--model", default=None, help="Model alias, local path or hub id (default: smollm2-135m-instruct).")
+@click.option("--categories", default=None, help="Comma-separated BFCL categories or groups (default: the dataset's).")
+@click.option("--limit", type=int, default=None, help="At most N samples per category, chosen by id hash.")
+@click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
+              help="BFCL-half test split, or every entry.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: runs/eval-<timestamp>).")
+@click.option("--device", default=None, help="auto, cpu or cuda[:N].")
+@click.option("--dtype", default=None, help="auto, bfloat16 or float32.")
+@click.option("--evaluator-opt", "evaluator_opts", multiple=True, metavar="KEY=VALUE",
+              help="Evaluator option (repeatable; see `itool plugins evaluator bfcl`).")
+def eval_command(model: str | None, categories: str | None, limit: int | None, split: str, out: Path | None,
+                 device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...]) -> None:
+    """Evaluate a model on BFCL: per-sample verdicts, a summary table (BFCL v4 rows) and a chart."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from itool.cli import get_registry
+    from itool.loop import Stage, evaluate, run_stage
+
+    if limit is not None and limit < 1:
+        raise ItoolError("--limit must be at least 1")
+    out = out or Path("runs") / datetime.now().strftime("eval-%Y%m%d-%H%M%S")
+    dataset_options: dict[str, Any] = {"split_mode": "all" if split == "all" else "half"}
+    if categories:
+        dataset_options["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
+    layer: dict[str, Any] = {
+        "runs_dir": str(out.parent), "name": out.name, "eval_limit": None,
+        "dataset": {"name": "bfcl", "options": dataset_options},
+        "evaluator": {"name": "bfcl", "options": dict(parse_option(o, "--evaluator-opt") for o in evaluator_opts)},
+    }
+    layer.update({k: v for k, v in {"model": model, "device": device, "dtype": dtype}.items() if v is not None})
+    config = build_config([layer])
+    registry = get_registry()
+    probe = RunContext(config, registry, run=None)  # validates every component before anything is written
+    dataset, dataset_opts = probe.component("dataset")
+    picked = pick_samples(dataset.obj("test", dataset_opts), limit)
+    if not picked:
+        raise ItoolError("no samples to evaluate (check --categories)")
+    ctx = _EvalContext(config, registry, RunDir.create(config.runs_dir, config.name), picked=picked)
+    write_text(ctx.run.path / "config.yaml", dump_config(config))
+    run_stage(ctx, Stage(STAGE, evaluate))
+    stage_dir = ctx.run.path / STAGE
+    verdicts = read_jsonl(stage_dir / "verdicts.jsonl", Verdict)
+    summary = json.loads((stage_dir / "summary.json").read_text(encoding="utf-8"))
+    rows = summary_rows(verdicts, summary)
+    table = Table("row", "samples", "accuracy %", title=f"BFCL — {config.model} ({len(verdicts)} samples)")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    write_markdown(stage_dir / "summary.md", config.model, rows)
+    write_chart(stage_dir / "summary.png", config.model, summary)
+    click.echo(f"verdicts: {stage_dir / 'verdicts.jsonl'}\nsummary: {stage_dir / 'summary.md'}\n"
+               f"chart: {stage_dir / 'summary.png'}", err=True)
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(eval_command)
