@@ -7,7 +7,7 @@ import math
 import pytest
 
 from itool.schemas import Sample
-from itool.plugins.searches.puct import PuctOptions, puct_score, select_leaf
+from itool.plugins.searches.puct import PuctOptions, puct, puct_score, select_leaf
 from itool.plugins.searches.tree import Tree
 
 
@@ -48,3 +48,71 @@ def test_selection_of_a_fresh_tree_is_the_root():
 def test_options_reject_an_unknown_splitter():
     with pytest.raises(ValueError, match="unknown step splitter"):
         PuctOptions(splitter="words")
+
+
+# -- on the real model ------------------------------------------------------------------------------
+class CountingBackend:
+    """The real backend with its ``generate`` calls counted: a measurement, not a mock."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.generate_calls = 0
+
+    def generate(self, requests):
+        self.generate_calls += 1
+        return self.backend.generate(requests)
+
+    def score(self, prompts, continuations):
+        return self.backend.score(prompts, continuations)
+
+
+TINY = dict(simulations=2, width=2, max_depth=2, step_max_tokens=12, rollout_max_tokens=40, seed=0)
+
+
+@pytest.fixture
+def bfcl_ctx(model_ctx):
+    ctx = model_ctx(reward="ast", dataset={"name": "bfcl", "options": {
+        "categories": ["simple_python", "parallel"], "split_mode": "all"}})
+    ctx.backend = CountingBackend(ctx.backend)
+    return ctx
+
+
+def three_samples(ctx):
+    samples = ctx.samples("train")
+    return [s for s in samples if s.category == "simple_python"][:2] + [s for s in samples if s.category == "parallel"][:1]
+
+
+def test_search_on_the_real_model_builds_consistent_trees(bfcl_ctx):
+    samples = three_samples(bfcl_ctx)
+    trees = puct(bfcl_ctx, samples, PuctOptions(**TINY))
+    assert [t.sample_id for t in trees] == [s.id for s in samples]
+    for tree in trees:
+        assert tree.prompt == bfcl_ctx.format.render_prompt(samples[trees.index(tree)], bfcl_ctx.policy.tokenizer)
+        root, nodes = tree.nodes[0], tree.nodes[1:]
+        assert nodes and root.visits == sum(n.meta["own_visits"] for n in nodes)
+        for node in tree.nodes:
+            children = tree.children(node.id)
+            assert node.visits == node.meta["own_visits"] + sum(c.visits for c in children)
+            assert -1.0 <= node.value <= 1.0
+            assert node.meta["depth"] <= TINY["max_depth"]
+        for node in nodes:
+            assert 0.0 < node.prior <= 1.0 and node.rollout is not None
+            assert node.rollout.startswith(tree.prefix(node.id))
+            assert node.meta["reward"] == bfcl_ctx.reward.score(samples[trees.index(tree)], [node.rollout])[0]
+            if node.terminal:
+                assert node.rollout == tree.prefix(node.id) and not tree.children(node.id)
+        assert len(tree.children(0)) >= 1
+
+
+def test_batched_search_makes_two_generate_calls_per_simulation_naive_one_per_request(bfcl_ctx):
+    samples = three_samples(bfcl_ctx)
+    quick = {**TINY, "step_max_tokens": 4, "rollout_max_tokens": 8}
+    batched = puct(bfcl_ctx, samples, PuctOptions(**quick))
+    batched_calls, bfcl_ctx.backend.generate_calls = bfcl_ctx.backend.generate_calls, 0
+    naive = puct(bfcl_ctx, samples, PuctOptions(**quick, wave_size=1))
+    assert batched_calls == batched[0].meta["generate_calls"] <= 2 * quick["simulations"]
+    # naive: one call per expansion of a leaf and one per rollout of a new non-terminal child
+    expanded = sum(1 for t in naive for n in t.nodes if t.children(n.id))
+    rolled_out = sum(1 for t in naive for n in t.nodes[1:] if not n.terminal)
+    assert bfcl_ctx.backend.generate_calls == naive[0].meta["generate_calls"] >= expanded + rolled_out
+    assert bfcl_ctx.backend.generate_calls >= 3 * batched_calls
