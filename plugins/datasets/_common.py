@@ -7,7 +7,9 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from pydantic import BaseModel, Field
 
 from itool.errors import ItoolError
 from itool.schemas import Sample
@@ -66,9 +68,33 @@ def in_split(sample_id: str, split: str, test_fraction: float) -> bool:
     return (test_share(sample_id) < test_fraction) == (split == "test")
 
 
-def select_split(samples: list[Sample], split: str, test_fraction: float) -> list[Sample]:
+def conversation_key(sample: Sample) -> str:
+    """Samples cut from one conversation share ``meta["conversation"]``, so they share a split."""
+    return str(sample.meta.get("conversation", sample.id))
+
+
+def select_split(samples: list[Sample], split: str, test_fraction: float,
+                 key: Callable[[Sample], str] = conversation_key) -> list[Sample]:
     check_split(split)
-    return [s for s in samples if in_split(s.id, split, test_fraction)]
+    return [s for s in samples if in_split(key(s), split, test_fraction)]
+
+
+class FileDatasetOptions(BaseModel):
+    """Options of the datasets read from a local file."""
+
+    path: Path | None = Field(None, description="The data file (.json array or .jsonl).")
+    test_fraction: float = Field(0.1, ge=0, le=1, description="Share of records (by id hash) in the test split.")
+
+
+def load_file_dataset(name: str, split: str, opts: FileDatasetOptions,
+                      read: Callable[[Path, SkipLog], list[Sample]]) -> list[Sample]:
+    """Check the options, read every record (counting skips), log the summary, then split."""
+    check_split(split)
+    path = require_file(opts.path, name)
+    skips = SkipLog(name)
+    samples = read(path, skips)
+    skips.report()
+    return select_split(samples, split, opts.test_fraction)
 
 
 def require_file(path: Path | None, dataset: str) -> Path:

@@ -70,7 +70,7 @@ def stats(name: str, dataset_opts: tuple[str, ...]) -> None:
     console = Console()
     console.print(table)
     detail = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
-    console.print(f"skipped records: {sum(skipped.values())}" + (f" ({detail})" if detail else ""))
+    console.print(f"skipped records: {sum(skipped.values())}" + (f" ({detail})" if detail else ""), soft_wrap=True)
 
 
 @hookimpl

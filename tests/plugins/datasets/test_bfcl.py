@@ -1,0 +1,78 @@
+"""bfcl: the real BFCL v4 files shipped in bfcl-eval, BFCL-half, ground truth and multi-turn meta."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from itool.errors import ItoolError
+from itool.schemas import ToolCall
+
+
+@pytest.fixture(scope="module")
+def single_turn(registry):
+    component = registry.get("dataset", "bfcl")
+    opts = component.parse_options({})
+    return {split: component.obj(split, opts) for split in ("train", "test", "all")}
+
+
+def test_default_is_the_13_single_turn_categories_split_in_half(single_turn):
+    train, test = single_turn["train"], single_turn["test"]
+    assert {s.category for s in single_turn["all"]} == {
+        "simple_python", "simple_java", "simple_javascript", "multiple", "parallel", "parallel_multiple",
+        "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple",
+        "irrelevance", "live_irrelevance", "live_relevance"}
+    assert not {s.id for s in train} & {s.id for s in test}
+    assert len(train) + len(test) == len(single_turn["all"])
+    assert 0.45 < len(train) / len(single_turn["all"]) < 0.55
+
+
+def test_half_split_is_a_documented_hash_of_the_id(single_turn):
+    for sample in single_turn["test"][:50]:
+        if sample.category != "live_relevance":
+            assert int.from_bytes(hashlib.sha256(sample.id.encode()).digest()[:8], "big") < 2**63
+
+
+def test_ground_truth_takes_first_accepted_values_and_drops_optional_parameters(single_turn):
+    by_id = {s.id: s for s in single_turn["all"]}
+    triangle = by_id["simple_python_0"]  # unit: ["units", ""] is optional
+    assert triangle.answer == [ToolCall(name="calculate_triangle_area", arguments={"base": 10, "height": 5})]
+    assert triangle.meta["possible_answer"][0]["calculate_triangle_area"]["unit"] == ["units", ""]
+    assert by_id["simple_python_1"].answer[0].name == "math.factorial"
+    assert len(by_id["parallel_0"].answer) == 2
+    assert by_id["irrelevance_0"].answer == [] and by_id["irrelevance_0"].tools
+
+
+def test_live_relevance_has_no_ground_truth_so_it_is_test_only(single_turn):
+    assert not [s for s in single_turn["train"] if s.category == "live_relevance"]
+    relevance = [s for s in single_turn["test"] if s.category == "live_relevance"]
+    assert relevance and all(s.meta["expects_call"] for s in relevance)
+
+
+def test_multi_turn_samples_carry_what_an_executor_needs(registry):
+    component = registry.get("dataset", "bfcl")
+    samples = component.obj("all", component.parse_options({"categories": "multi_turn_miss_func", "split_mode": "all"}))
+    sample = next(s for s in samples if s.id == "multi_turn_miss_func_0")
+    assert sample.answer[0] == ToolCall(name="cd", arguments={"folder": "document"})
+    assert sample.meta["involved_classes"] == ["TwitterAPI", "GorillaFileSystem"]
+    assert "GorillaFileSystem" in sample.meta["initial_config"]
+    assert len(sample.meta["turns"]) == len(sample.meta["ground_truth"]) == 5
+    assert sample.meta["ground_truth"][3] == ["sort('final_report.pdf')"]
+    names = {t["name"] for t in sample.tools}
+    assert "sort" not in names and "cp" not in names and {"mv", "post_tweet"} <= names  # missed, excluded
+    assert [d["name"] for d in sample.meta["missed_function_docs"]["3"]] == ["sort"]
+
+
+def test_category_groups_and_unknown_categories(registry):
+    component = registry.get("dataset", "bfcl")
+    assert len(component.parse_options({"categories": ["all"]}).categories) == 17
+    assert component.parse_options({"categories": "multi_turn"}).categories[0] == "multi_turn_base"
+    with pytest.raises(ItoolError, match="dataset.options.categories.*unknown BFCL category 'simple_rust'"):
+        component.parse_options({"categories": ["simple_rust"]})
+
+
+def test_real_data_quirks_are_skipped_and_counted(single_turn, registry, caplog):
+    component = registry.get("dataset", "bfcl")
+    component.obj("all", component.parse_options({"categories": ["live_simple"]}))
+    assert "bfcl: skipped 2 records (2 empty accepted-value list)" in caplog.text
