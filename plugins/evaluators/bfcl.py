@@ -23,6 +23,9 @@ from itool.schemas import EvalReport, Sample, Verdict
 class BfclEvalOptions(BaseModel):
     max_new_tokens: int = Field(256, ge=1, description="Generation cap for one answer (one step in multi-turn).")
     max_steps_per_turn: int = Field(3, ge=1, description="Multi-turn: model generations allowed per user turn.")
+    greedy_parallel: bool = Field(
+        False, description="Match parallel calls first-fit like BFCL's checker instead of by a one-to-one assignment."
+    )
     underscore_to_dot: bool = Field(
         False, description="Expect dots in function names as underscores (for formats that rewrite them)."
     )
@@ -41,7 +44,8 @@ def _single_turn(ctx: Any, samples: list[Sample], opts: BfclEvalOptions) -> list
     for sample, generations in zip(samples, ctx.backend.generate(requests)):
         text = generations[0].text
         parsed = ctx.format.parse(text)
-        result = check(sample, parsed.calls, underscore_to_dot=opts.underscore_to_dot)
+        result = check(sample, parsed.calls, underscore_to_dot=opts.underscore_to_dot,
+                       greedy_parallel=opts.greedy_parallel)
         error = result.error if parsed.error is None else f"{result.error} (parse: {parsed.error})"
         verdicts.append(Verdict(sample_id=sample.id, category=sample.category, valid=result.valid,
                                 error_type=result.error_type, error=None if result.valid else error, output=text))

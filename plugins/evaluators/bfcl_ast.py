@@ -7,9 +7,10 @@ does, so verdicts can be compared one to one:
 - ``irrelevance``/``live_irrelevance``: valid iff the output is not a call (unparseable or no call);
   ``live_relevance``: valid iff there is at least one call.
 - simple (``simple_*``, ``live_simple``): exactly one call; ``multiple``: exactly as many calls as expected
-  (one); ``parallel*``: as many calls as expected, matched in any order. Where the official checker
-  matches greedily (first fit), we find a one-to-one assignment, so an output it rejects only because of
-  an unlucky greedy choice is accepted here.
+  (one); ``parallel*``: as many calls as expected, matched in any order. The official checker matches
+  greedily (each expected call takes the first model call that fits), which rejects some right answers
+  (even BFCL's own ground truth of parallel_26, where accepted values overlap); by default we find a
+  one-to-one assignment instead, and ``greedy_parallel=True`` reproduces BFCL exactly.
 - A call: the function name matches exactly (dots are kept, as for prompting models; with
   ``underscore_to_dot`` the expected dots become underscores, as BFCL does for function-calling APIs
   that forbid dots), required parameters are present, no parameter outside both the schema and the
@@ -402,6 +403,17 @@ def _function_doc(functions: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return next((f for f in functions if f["name"] == name), {"name": name})
 
 
+def _greedy(fits: list[list[bool]]) -> bool:
+    """BFCL's matching: each expected call in turn takes the first free model call that fits."""
+    taken: set[int] = set()
+    for row in fits:
+        col = next((c for c, ok in enumerate(row) if ok and c not in taken), None)
+        if col is None:
+            return False
+        taken.add(col)
+    return True
+
+
 def _assignment(fits: list[list[bool]]) -> bool:
     """Whether every expected call (row) gets its own model call (column): augmenting paths."""
     owner: dict[int, int] = {}
@@ -418,8 +430,11 @@ def _assignment(fits: list[list[bool]]) -> bool:
     return all(place(row, set()) for row in range(len(fits)))
 
 
-def check(sample: Sample | Parts, calls: list[ToolCall] | None, *, underscore_to_dot: bool = False) -> Check:
-    """Is ``calls`` (``None``: the output did not parse as calls) a right answer to this BFCL entry?"""
+def check(sample: Sample | Parts, calls: list[ToolCall] | None, *, underscore_to_dot: bool = False,
+          greedy_parallel: bool = False) -> Check:
+    """Is ``calls`` (``None``: the output did not parse as calls) a right answer to this BFCL entry?
+
+    ``greedy_parallel`` reproduces BFCL's first-fit matching of parallel calls exactly."""
     category, functions, answers = parts_of(sample)
     if category in IRRELEVANCE_CATEGORIES:
         if calls:
@@ -438,7 +453,7 @@ def check(sample: Sample | Parts, calls: list[ToolCall] | None, *, underscore_to
                          f"expected {len(answers)} calls, got {len(calls)}")
         results = [[check_call(_function_doc(functions, next(iter(a))), c, a, language, underscore_to_dot)
                     for c in calls] for a in answers]
-        if _assignment([[r.valid for r in row] for row in results]):
+        if (_greedy if greedy_parallel else _assignment)([[r.valid for r in row] for row in results]):
             return OK
         first = next(r for row in results for r in row if not r.valid)
         return Check(False, "parallel_function_checker_no_order:cannot_find_match",
