@@ -9,7 +9,7 @@ does, so verdicts can be compared one to one:
 - simple (``simple_*``, ``live_simple``): exactly one call; ``multiple``: exactly as many calls as expected
   (one); ``parallel*``: as many calls as expected, matched in any order. The official checker matches
   greedily (each expected call takes the first model call that fits), which rejects some right answers
-  (even BFCL's own ground truth of parallel_26, where accepted values overlap); by default we find a
+  (e.g. parallel_178's ground truth in reverse order, where accepted values overlap); by default we find a
   one-to-one assignment instead, and ``greedy_parallel=True`` reproduces BFCL exactly.
 - A call: the function name matches exactly (dots are kept, as for prompting models; with
   ``underscore_to_dot`` the expected dots become underscores, as BFCL does for function-calling APIs
