@@ -103,6 +103,11 @@ class ToolEnvironment(Protocol):
     def restore(self, snapshot: Any) -> None: ...
 
 
+class Retriever(Protocol):
+    def rank(self, queries: list[str], tools: list[dict[str, Any]], k: int) -> list[list[int]]:
+        """For each query, the indices into ``tools`` of the ``k`` most relevant tools, best first."""
+
+
 @dataclass
 class PreferenceBatch:
     """Per-example inputs of a preference loss (1-D tensors of equal length).

@@ -111,5 +111,11 @@ def register_environments(register):
 
 
 @hookspec
+def register_retrievers(register):
+    """Tool retrievers: ``factory(opts) -> Retriever``; ``Retriever.rank(queries, tools, k)`` gives the
+    indices of the ``k`` best tools for each query, best first (to work from a large tool pool)."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the ``itool`` command group: ``cli.add_command(...)``."""

@@ -37,6 +37,7 @@ KINDS: dict[str, str] = {
     "loss": "register_losses",
     "evaluator": "register_evaluators",
     "environment": "register_environments",
+    "retriever": "register_retrievers",
 }
 
 

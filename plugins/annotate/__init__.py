@@ -1,0 +1,1 @@
+"""``itool annotate``: build training paths with an agent search over an executable environment."""

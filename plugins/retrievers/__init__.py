@@ -1,0 +1,1 @@
+"""Tool retrievers (kind ``retriever``): rank the tools of a large pool for a query."""

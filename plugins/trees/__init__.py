@@ -1,0 +1,1 @@
+"""Tree tools: export and render the search trees any tree search writes."""
