@@ -1,0 +1,195 @@
+"""Generation backend ``transformers``: batched sampling and scoring with a Hugging Face model.
+
+Requests that share a prompt share its prefill: each distinct prompt is encoded once, then its KV cache
+is copied to all of its ``n`` samples (``DynamicCache.batch_select_indices``). Rows that finish (EOS, a
+stop string, their token budget) leave the batch, so long-running rows do not drag finished ones along.
+
+Log-probs: ``Generation.token_logprobs`` are the *model's* log-probs of the generated tokens, i.e.
+``log_softmax(logits)`` before temperature and top-p are applied. They are the same quantity ``score``
+returns, whatever temperature sampled the text, so a search can compare priors across temperatures.
+They cover the tokens of ``text`` only (not the EOS token, nor tokens cut off with a stop string).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from itool import hookimpl
+from itool.components import Generation, GenerationRequest, Score
+from itool.plugins.training import score_completions
+
+
+class TransformersBackendOptions(BaseModel):
+    batch_size: int = Field(16, ge=1, description="Sequences decoded together (samples of a prompt count one each).")
+    score_batch_size: int = Field(8, ge=1, description="Prompt+continuation rows per forward pass in score().")
+    max_length: int | None = Field(None, ge=1, description="Truncate prompt+continuation to this many tokens in score().")
+    progress_min_rows: int = Field(64, ge=1, description="Show a progress bar for waves of at least this many rows.")
+
+
+@dataclass
+class _Row:
+    """One sample being generated: where it goes back and how it is sampled."""
+
+    request: int
+    sample: int
+    params: GenerationRequest
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+class TransformersBackend:
+    """Samples and scores with ``policy.model`` (always the current one: merged adapters are seen)."""
+
+    def __init__(self, policy: Any, opts: TransformersBackendOptions):
+        self.policy = policy
+        self.opts = opts
+        tokenizer = policy.tokenizer
+        eos = getattr(policy.model.generation_config, "eos_token_id", None)
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+
+    # -- generation ---------------------------------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
+        from tqdm.auto import tqdm
+
+        results: list[list[Generation | None]] = [[None] * r.n for r in requests]
+        by_prompt: dict[str, list[_Row]] = {}
+        for i, request in enumerate(requests):
+            for j in range(request.n):
+                by_prompt.setdefault(request.prompt, []).append(_Row(i, j, request))
+        prompt_ids = {p: self.policy.tokenizer(p, add_special_tokens=False)["input_ids"] for p in by_prompt}
+        total = sum(r.n for r in requests)
+        with tqdm(total=total, desc="generate", leave=False, disable=total < self.opts.progress_min_rows) as bar:
+            def done(row: _Row, generation: Generation) -> None:
+                results[row.request][row.sample] = generation
+                bar.update(1)
+
+            for chunk in self._chunks(by_prompt, prompt_ids):
+                self._generate_chunk(chunk, prompt_ids, done)
+        return results  # type: ignore[return-value]
+
+    def _chunks(self, by_prompt: dict[str, list[_Row]], prompt_ids: dict[str, list[int]]):
+        """Groups of (prompt, rows) with at most ``batch_size`` rows, prompts of similar length together."""
+        chunk: list[tuple[str, list[_Row]]] = []
+        size = 0
+        for prompt in sorted(by_prompt, key=lambda p: len(prompt_ids[p])):
+            rows = by_prompt[prompt]
+            for start in range(0, len(rows), self.opts.batch_size):
+                part = rows[start: start + self.opts.batch_size]
+                if size + len(part) > self.opts.batch_size and chunk:
+                    yield chunk
+                    chunk, size = [], 0
+                chunk.append((prompt, part))
+                size += len(part)
+        if chunk:
+            yield chunk
+
+    def _generate_chunk(self, chunk: list[tuple[str, list[_Row]]], prompt_ids: dict[str, list[int]], done) -> None:
+        """Prefill each prompt once (left-padded), copy its cache to its rows, then decode to the end."""
+        import torch
+        from transformers import DynamicCache
+
+        model, device = self.policy.model, self.policy.device
+        pad_id = self.policy.tokenizer.pad_token_id
+        width = max(len(prompt_ids[p]) for p, _ in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for k, (prompt, _) in enumerate(chunk):
+            ids = prompt_ids[prompt]
+            input_ids[k, width - len(ids):] = torch.tensor(ids)
+            mask[k, width - len(ids):] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        with torch.inference_mode():
+            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                           past_key_values=cache, use_cache=True).logits[:, -1].float()
+            owner = torch.tensor([k for k, (_, rows) in enumerate(chunk) for _ in rows], device=device)
+            rows = [row for _, rows in chunk for row in rows]
+            cache.batch_select_indices(owner)
+            logits, mask, next_pos = logits[owner], mask[owner], positions[owner, -1] + 1
+            while rows:
+                tokens, logps = self._sample(logits, rows)
+                keep: list[int] = []
+                for k, row in enumerate(rows):
+                    finished = self._append(row, tokens[k], logps[k])
+                    if finished is None:
+                        keep.append(k)
+                    else:
+                        done(row, finished)
+                if not keep:
+                    return
+                index = torch.tensor(keep, device=device)
+                if len(keep) < len(rows):
+                    cache.batch_select_indices(index)
+                rows = [rows[k] for k in keep]
+                mask = torch.cat([mask[index], torch.ones((len(keep), 1), dtype=mask.dtype, device=device)], dim=1)
+                step_ids = torch.tensor([[row.ids[-1]] for row in rows], device=device)
+                next_pos = next_pos[index]
+                logits = model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos[:, None],
+                               past_key_values=cache, use_cache=True).logits[:, -1].float()
+                next_pos = next_pos + 1
+
+    @staticmethod
+    def _sample(logits: Any, rows: list[_Row]) -> tuple[list[int], list[float]]:
+        """One token per row (greedy at temperature 0, else temperature + top-p) and its model log-prob."""
+        import torch
+
+        logps = torch.log_softmax(logits, dim=-1)
+        temps = torch.tensor([row.params.temperature for row in rows], device=logits.device)
+        top_ps = torch.tensor([row.params.top_p for row in rows], device=logits.device)
+        chosen = logits.argmax(-1)
+        sampled = temps > 0
+        if sampled.any():
+            probs = torch.softmax(logits[sampled] / temps[sampled, None], dim=-1)
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest set of top tokens whose mass reaches top_p (always at least one).
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= top_ps[sampled, None]
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            picks = torch.multinomial(sorted_probs, 1)
+            chosen[sampled] = order.gather(-1, picks).squeeze(-1)
+        token_logps = logps.gather(-1, chosen[:, None]).squeeze(-1)
+        return chosen.tolist(), token_logps.tolist()
+
+    def _append(self, row: _Row, token: int, logp: float) -> Generation | None:
+        """Add a token; return the finished Generation when the row is done."""
+        if token in self.eos_ids:
+            return Generation(self._decode(row.ids), row.logprobs, "stop")
+        row.ids.append(token)
+        row.logprobs.append(logp)
+        if row.params.stop:
+            text = self._decode(row.ids)
+            cut = min((i for i in (text.find(s) for s in row.params.stop if s) if i >= 0), default=-1)
+            if cut >= 0:
+                kept = len(row.ids)
+                while kept > 0 and len(self._decode(row.ids[:kept])) > cut:
+                    kept -= 1
+                return Generation(text[:cut], row.logprobs[:kept], "stop")
+        if len(row.ids) >= row.params.max_new_tokens:
+            return Generation(self._decode(row.ids), row.logprobs, "length")
+        return None
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.policy.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # -- scoring ------------------------------------------------------------------------------------
+    def score(self, prompts: list[str], continuations: list[str]) -> list[Score]:
+        from itool.plugins.training import autocast
+
+        with autocast(self.policy.dtype, self.policy.device):
+            scores = score_completions(self.policy.model, self.policy.tokenizer, prompts, continuations,
+                                       batch_size=self.opts.score_batch_size, max_length=self.opts.max_length)
+        return [Score(logprob_sum=s, n_tokens=n) for s, n in scores]
+
+
+def transformers_backend(policy: Any, opts: TransformersBackendOptions) -> TransformersBackend:
+    """Batched sampling with a shared prompt prefill per request, log-probs and scoring (Hugging Face)."""
+    return TransformersBackend(policy, opts)
+
+
+@hookimpl
+def register_backends(register):
+    register("transformers", transformers_backend, options=TransformersBackendOptions)

@@ -1,0 +1,217 @@
+"""Shared LoRA machinery for every trainer (warm-up SFT, preference optimisation) and for scoring.
+
+The one tokenisation convention, used by the trainers and by ``TransformersBackend.score``:
+prompt and completion are tokenised *separately* (no special tokens added: the chat template already
+wrote them into the prompt text) and their ids concatenated. Labels are ``-100`` on the prompt and on
+padding, so losses and log-probs cover the completion tokens only. Batches are right-padded, so every
+row keeps the positions it would have alone and batched log-probs equal unbatched ones.
+
+Typical use (a trainer)::
+
+    peft_model = add_lora(policy.model, r=8, alpha=16)
+    def step(model, items):                       # items: one micro-batch of your examples
+        batch = completion_batch(policy.tokenizer, prompts, completions, max_length=512, device=policy.device)
+        logps, counts = sequence_logps(model, batch)
+        loss = -logps.sum() / counts.sum()
+        return loss, {"loss": loss.item()}
+    history = train_loop(peft_model, examples, step, LoopSettings(lr=2e-4), dtype=policy.dtype)
+    save_and_merge(policy, peft_model, ctx.stage_dir / "adapter")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import torch
+
+from itool.rundir import atomic_path
+
+IGNORE_INDEX = -100
+T = TypeVar("T")
+
+
+# -- tokenisation --------------------------------------------------------------------------------------
+def encode_pair(tokenizer: Any, prompt: str, completion: str, max_length: int | None = None) -> tuple[list[int], list[int]]:
+    """Prompt ids and completion ids, tokenised separately (the shared convention).
+
+    Over ``max_length`` the completion is cut at its end only if it alone is too long, then the prompt
+    loses its *oldest* tokens: the end of the prompt (where the answer starts) is what the answer depends on."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if max_length is not None and len(prompt_ids) + len(completion_ids) > max_length:
+        completion_ids = completion_ids[:max_length]
+        keep = max_length - len(completion_ids)
+        prompt_ids = prompt_ids[len(prompt_ids) - keep:] if keep > 0 else []
+    return prompt_ids, completion_ids
+
+
+def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device: Any = None) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and completion-only ``labels`` for (prompt, completion) ids."""
+    width = max(len(p) + len(c) for p, c in pairs)
+    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    labels = torch.full((len(pairs), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (prompt_ids, completion_ids) in enumerate(pairs):
+        ids = prompt_ids + completion_ids
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, len(prompt_ids): len(ids)] = torch.tensor(completion_ids, dtype=torch.long)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+
+
+def completion_batch(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
+                     max_length: int | None = None, device: Any = None) -> dict[str, torch.Tensor]:
+    """Tokenise and collate prompt/completion texts into one training batch."""
+    pairs = [encode_pair(tokenizer, p, c, max_length) for p, c in zip(prompts, completions, strict=True)]
+    return collate(pairs, tokenizer.pad_token_id, device)
+
+
+# -- log-probs -----------------------------------------------------------------------------------------
+def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the sum of log p(token) over the completion tokens (``labels != -100``) and their count.
+
+    Differentiable (call under ``torch.no_grad()`` when scoring). Log-softmax is taken in float32."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE_INDEX
+    targets = labels.masked_fill(~mask, 0)
+    logits = logits.float()
+    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def autocast(dtype: torch.dtype, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast when the policy is bf16 (LoRA weights stay float32); a no-op otherwise."""
+    if dtype == torch.bfloat16:
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def score_completions(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
+                      batch_size: int = 8, max_length: int | None = None) -> list[tuple[float, int]]:
+    """(log-prob sum, token count) of each completion given its prompt, batched by similar length."""
+    pairs = [encode_pair(tokenizer, p, c, max_length) for p, c in zip(prompts, completions, strict=True)]
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        batch = collate([pairs[i] for i in rows], tokenizer.pad_token_id, device)
+        logps, counts = sequence_logps(model, batch)
+        for i, logp, count in zip(rows, logps.tolist(), counts.tolist()):
+            results[i] = (logp, count)
+    return results
+
+
+def mean_completion_loss(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
+                         batch_size: int = 8, max_length: int | None = None) -> float:
+    """Token-averaged negative log-likelihood of the completions (the held-out answer-token loss)."""
+    scores = score_completions(model, tokenizer, prompts, completions, batch_size=batch_size, max_length=max_length)
+    return -sum(s for s, _ in scores) / max(1, sum(n for _, n in scores))
+
+
+# -- LoRA ----------------------------------------------------------------------------------------------
+def add_lora(model: Any, *, r: int = 8, alpha: int = 16, dropout: float = 0.05,
+             target_modules: str | list[str] = "all-linear") -> Any:
+    """Wrap ``model`` in a trainable LoRA (peft). The base weights are frozen; a 4-bit base is prepared
+    for k-bit training first (QLoRA). The wrapper shares the base modules: merging changes ``model``."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=target_modules)
+    return get_peft_model(model, config)
+
+
+def save_and_merge(policy: Any, peft_model: Any, path: Path) -> None:
+    """Save the adapter at ``path`` in PEFT format (atomically), then merge it into ``policy.model``."""
+    with atomic_path(Path(path)) as tmp:
+        peft_model.save_pretrained(tmp)
+    policy.model = peft_model.merge_and_unload()
+    policy.model.eval()
+
+
+# -- the optimisation loop -----------------------------------------------------------------------------
+@dataclass
+class LoopSettings:
+    """AdamW with linear warm-up then linear decay to zero over all optimiser steps."""
+
+    lr: float = 2e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+def shuffled_epochs(items: Sequence[T], epochs: int, seed: int) -> list[T]:
+    """``epochs`` passes over ``items``, each in a fresh seeded order."""
+    rng = random.Random(seed)
+    out: list[T] = []
+    for _ in range(epochs):
+        order = list(items)
+        rng.shuffle(order)
+        out += order
+    return out
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start: start + size])
+
+
+def train_loop(model: Any, examples: Sequence[T], loss_fn: Callable[[Any, list[T]], tuple[torch.Tensor, dict[str, float]]],
+               settings: LoopSettings, *, dtype: torch.dtype = torch.float32,
+               on_step: Callable[[dict[str, Any]], None] | None = None, desc: str = "train") -> list[dict[str, Any]]:
+    """Train the trainable parameters of ``model`` on ``examples`` in the given order (epochs already
+    laid out, e.g. by ``shuffled_epochs``): micro-batches of ``batch_size``, an optimiser step every
+    ``grad_accum`` of them. ``loss_fn(model, items)`` returns the micro-batch loss and its metrics.
+
+    Returns one record per optimiser step (``step``, ``lr``, the mean of each metric over its
+    micro-batches); ``on_step`` receives each record as it is made (logging, early checks)."""
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    micro_batches = list(_chunks(examples, settings.batch_size))
+    total_steps = max(1, math.ceil(len(micro_batches) / settings.grad_accum))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train_loop: the model has no trainable parameters (wrap it with add_lora first)")
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(settings.warmup_ratio * total_steps), total_steps)
+    device = next(model.parameters()).device
+    model.train()
+    history: list[dict[str, Any]] = []
+    sums: dict[str, float] = {}
+    in_step = 0
+    with tqdm(total=total_steps, desc=desc, leave=False) as bar:
+        for index, items in enumerate(micro_batches):
+            with autocast(dtype, device):
+                loss, metrics = loss_fn(model, items)
+            (loss / settings.grad_accum).backward()
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            in_step += 1
+            if in_step == settings.grad_accum or index == len(micro_batches) - 1:
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+                record = {"step": len(history) + 1, "lr": scheduler.get_last_lr()[0],
+                          **{k: v / in_step for k, v in sums.items()}}
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                history.append(record)
+                if on_step is not None:
+                    on_step(record)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
+                bar.update(1)
+                sums, in_step = {}, 0
+    model.eval()
+    return history
