@@ -9,6 +9,7 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from itool import __version__
@@ -156,20 +157,20 @@ def plugins(kind: str | None, name: str | None) -> None:
     console = Console()
     if kind and name:
         component = registry.get(kind, name)
-        console.print(f"[bold]{kind} {name}[/bold] ({component.package}): {component.description}")
+        console.print(f"[bold]{kind} {name}[/bold] ({component.package}): {escape(component.description)}")
         table = Table("option", "type", "default", "description")
         for field_name, field in component.options.model_fields.items():
             annotation = getattr(field.annotation, "__name__", str(field.annotation))
             default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
-            table.add_row(field_name, annotation, default, field.description or "")
+            table.add_row(field_name, escape(annotation), escape(default), escape(field.description or ""))
         console.print(table if component.options.model_fields else "no options")
         return
     table = Table("kind", "name", "package", "description")
     for component in registry.components(kind):
-        table.add_row(component.kind, component.name, component.package, component.description)
+        table.add_row(component.kind, component.name, component.package, escape(component.description))
     console.print(table)
     for failure in registry.failures:
-        console.print(f"[red]plugin {failure.package} failed to load:[/red] {failure.error}")
+        console.print(f"[red]plugin {escape(failure.package)} failed to load:[/red] {escape(failure.error)}")
 
 
 def main() -> None:
