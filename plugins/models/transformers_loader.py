@@ -68,24 +68,29 @@ def resolve_device(device: str) -> Any:
 
 
 @functools.lru_cache(maxsize=None)
-def bf16_works(device_type: str) -> bool:
-    """Whether a bf16 matmul runs on this device (checked once per device type)."""
+def bf16_is_native(device_type: str) -> bool:
+    """Whether this device computes in bf16 natively (checked once per device type).
+
+    On a CPU without AVX512-BF16/AMX, bf16 is emulated: measured here (AVX2), scoring runs 7x and
+    generation 2x slower than float32 and a LoRA backward pass 30x slower, so float32 is the better pick."""
     import torch
 
     if device_type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        x = torch.ones(4, 4, dtype=torch.bfloat16, device=device_type)
-        return bool(torch.isfinite((x @ x).float()).all())
-    except (RuntimeError, TypeError):
+    if device_type != "cpu":
         return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_dtype(dtype: str, device: Any) -> Any:
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if bf16_works(device.type) else torch.float32
+        return torch.bfloat16 if bf16_is_native(device.type) else torch.float32
     known = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32,
              "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in known:
