@@ -76,7 +76,7 @@ def annotate_command(search: str, environment: str, out: Path, limit: int | None
     run_dir = run_dir or Path("runs") / datetime.now().strftime("annotate-%Y%m%d-%H%M%S")
     search_options = {**dict(parse_option(o, "--search-opt") for o in search_opts), "environment": environment}
     layer: dict[str, Any] = {
-        "runs_dir": str(run_dir.parent), "name": run_dir.name, "train_limit": None, "eval_limit": None,
+        "runs_dir": str(run_dir.parent), "name": run_dir.name, "train_limit": None, "eval_limit": None, "warmup": "none",
         "search": {"name": search, "options": search_options},
         "dataset": {"name": "bfcl", "options": {"categories": ["multi_turn_base"],
                                                 **dict(parse_option(o, "--dataset-opt") for o in dataset_opts)}},

@@ -31,6 +31,9 @@ far passes the environment's check (for BFCL: state and execution results equal 
 after that turn); a rejected answer is pruned (value -1) and its siblings are tried. ``check="none"``
 accepts the first answer, as ToolBench does.
 
+Large tool pools: with ``retriever=minilm`` each turn shows only the ``top_k`` tools the retriever
+ranks highest for that turn's request.
+
 Budget and batching: ``max_queries`` model calls per sample. Each sample's DFS is a generator that
 yields one generation request at a time; the searches of all samples advance together and their
 pending requests go to ``ctx.backend.generate`` in one wave.
@@ -92,6 +95,8 @@ class AgentSearchOptions(BaseModel):
     check: Literal["state", "none"] = Field(
         "state", description="'state': accept a turn's answer only if the environment's ground-truth check "
         "passes so far; 'none': accept the first answer (ToolBench).")
+    retriever: str | None = Field(None, description="Retriever that picks the tools shown in each turn (e.g. minilm); default: all.")
+    top_k: int = Field(5, ge=1, description="Tools shown per turn when a retriever is set.")
     seed: int | None = Field(None, description="Seed for sampling; default: the seed the run set for this stage.")
     wave_size: int | None = Field(None, ge=1, description="Max requests per backend call; 1 = one sample at a time.")
 
@@ -142,6 +147,7 @@ class Episode:
     world: World
     opts: AgentSearchOptions
     width: int
+    retriever: Any = None
     nodes: list[SearchNode] = field(default_factory=list)
     queries: int = 0
     solution: int | None = None
@@ -153,7 +159,18 @@ class Episode:
             raise ItoolError(f"sample {self.sample.id} has no user turns")
         root = SearchNode(id=0, meta={"kind": "root", "turn": 0, "step": 0, "messages": dump(self.turns[0])})
         self.nodes.append(root)
+        self._tools: dict[int, list[dict[str, Any]]] = {}
         self.prompt0 = self.prompt(0, [])
+
+    def tools(self, turn: int) -> list[dict[str, Any]]:
+        """The functions shown in ``turn``: all of them, or the retriever's ``top_k`` for the turn's request."""
+        if turn not in self._tools:
+            tools = self.world.tools(self.sample, turn)
+            if self.retriever is not None and len(tools) > self.opts.top_k:
+                query = " ".join(m.content for m in self.turns[turn])
+                tools = [tools[i] for i in sorted(self.retriever.rank([query], tools, self.opts.top_k)[0])]
+            self._tools[turn] = tools
+        return self._tools[turn]
 
     # -- conversation -------------------------------------------------------------------------
     def path(self, node_id: int | None) -> list[SearchNode]:
@@ -188,7 +205,7 @@ class Episode:
             attempts = "\n".join(f"- {_clip(s.text.strip())} -> {_clip(str(s.meta.get('results') or s.meta['kind']))}"
                                  for s in siblings)
             messages.append(Message(role="user", content=DIVERSITY.format(attempts=attempts)))
-        tools = [*self.world.tools(self.sample, turn), FINISH_DOC]
+        tools = [*self.tools(turn), FINISH_DOC]
         view = self.sample.model_copy(update={"messages": messages, "tools": tools})
         return self.ctx.format.render_prompt(view, self.ctx.policy.tokenizer)
 
@@ -286,9 +303,10 @@ class Episode:
             self.nodes[node_id].value = 1.0
             self.nodes[node_id].meta["chosen"] = True
         passed = self.solution is not None and self.world.check(self.sample, self.steps(self.solution))[0]
+        accepted = [n.meta["turn"] + 1 for n in self.nodes if n.meta["kind"] == "answer" and not n.meta.get("rejected")]
         return SearchTree(sample_id=self.sample.id, prompt=self.prompt0, nodes=self.nodes, meta={
             "search": search, "width": self.width, "queries": self.queries, "solved": self.solution is not None,
-            "passed": passed, "chosen_path": chosen, "turns": len(self.turns)})
+            "passed": passed, "chosen_path": chosen, "turns": len(self.turns), "turns_solved": max(accepted, default=0)})
 
 
 def dump(messages: list[Message]) -> list[dict[str, Any]]:
@@ -309,7 +327,11 @@ def run_agent_search(ctx: Any, samples: list[Sample], opts: AgentSearchOptions, 
     """Run one DFS per sample, all advancing together: every wave sends each live search's next request."""
     seed_sampling(opts.seed)
     world = World.resolve(ctx, opts.environment, opts.environment_options)
-    episodes = [Episode(ctx, sample, world, opts, width) for sample in samples]
+    retriever = None
+    if opts.retriever:
+        component = ctx.registry.get("retriever", opts.retriever)
+        retriever = component.obj(component.parse_options({}))
+    episodes = [Episode(ctx, sample, world, opts, width, retriever) for sample in samples]
     searches = {i: e.dfs(0) for i, e in enumerate(episodes)}
     pending: dict[int, GenerationRequest] = {}
     for i in list(searches):
@@ -325,6 +347,7 @@ def run_agent_search(ctx: Any, samples: list[Sample], opts: AgentSearchOptions, 
                     bar.update(1)
     trees = [e.finish(name) for e in episodes]
     ctx.log(name, samples=len(samples), solved=sum(t.meta["solved"] for t in trees),
+            turns_solved=sum(t.meta["turns_solved"] for t in trees), turns=sum(t.meta["turns"] for t in trees),
             passed=sum(t.meta["passed"] for t in trees), queries=sum(e.queries for e in episodes),
             generate_calls=waves.calls, seconds=round(time.perf_counter() - started, 3))
     return trees
