@@ -29,7 +29,7 @@ def test_recall_on_pooled_bfcl_multiple(registry, retriever):
     queries = [" ".join(m.content for m in s.messages if m.role == "user") for s in samples]
     relevant = [{names.index(c.name) for c in s.answer} for s in samples]
     recall = recall_at_k(retriever.rank(queries, list(pool.values()), 5), relevant)
-    assert len(pool) >= 30
+    assert len(pool) >= 25  # a real pool: several candidates per query
     assert recall[5] >= 0.8 and recall[1] >= 0.5 and recall[1] <= recall[3] <= recall[5]
 
 
