@@ -1,0 +1,80 @@
+"""The transformers backend: batched sampling with a shared prompt prefill, stop strings, log-probs, scoring."""
+
+from __future__ import annotations
+
+import pytest
+
+from itool.components import GenerationRequest
+from itool.plugins.backends.transformers_backend import TransformersBackend, TransformersBackendOptions
+
+
+@pytest.fixture(scope="module")
+def backend(shared_policy):
+    return TransformersBackend(shared_policy, TransformersBackendOptions(batch_size=8))
+
+
+def chat(policy, question: str) -> str:
+    return policy.tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                                add_generation_prompt=True)
+
+
+@pytest.fixture(scope="module")
+def prompts(shared_policy):
+    return [chat(shared_policy, q) for q in ("What is 2+2?", "Name a colour.", "Say hello to Ada in French.")]
+
+
+@pytest.fixture(scope="module")
+def greedy(backend, prompts):
+    """Each prompt alone, greedy, 12 tokens."""
+    return [backend.generate([GenerationRequest(p, max_new_tokens=12, temperature=0)])[0][0] for p in prompts]
+
+
+def test_greedy_is_deterministic_and_the_same_alone_or_batched_with_other_prompts(backend, prompts, greedy):
+    batched = backend.generate([GenerationRequest(p, n=2, max_new_tokens=12, temperature=0) for p in prompts])
+    for alone, pair in zip(greedy, batched):
+        assert [g.text for g in pair] == [alone.text, alone.text]
+        assert pair[0].token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-3)
+
+
+def test_n_samples_per_request_come_back_in_order_with_one_logprob_per_token(backend, shared_policy, prompts):
+    out = backend.generate([GenerationRequest(prompts[0], n=3, max_new_tokens=6, temperature=1.0),
+                            GenerationRequest(prompts[1], n=1, max_new_tokens=4, temperature=1.0)])
+    assert [len(gens) for gens in out] == [3, 1]
+    for gens, budget in zip(out, (6, 4)):
+        for g in gens:
+            assert g.finish_reason in ("stop", "length")
+            assert 0 < len(g.token_logprobs) <= budget and all(lp <= 0 for lp in g.token_logprobs)
+            if g.finish_reason == "length":
+                assert len(g.token_logprobs) == budget
+
+
+def test_a_stop_string_cuts_the_text_before_it(backend, prompts, greedy):
+    full = greedy[0].text
+    stop = full.split()[1]  # a word from inside the greedy answer
+    out = backend.generate([GenerationRequest(prompts[0], max_new_tokens=12, temperature=0, stop=[stop])])[0][0]
+    assert out.finish_reason == "stop"
+    assert out.text == full[: full.index(stop)]
+    assert out.token_logprobs == pytest.approx(greedy[0].token_logprobs[: len(out.token_logprobs)], abs=1e-3)
+
+
+def test_generation_logprobs_equal_score_of_the_same_text(backend, prompts, greedy):
+    scores = backend.score(prompts, [g.text for g in greedy])
+    for g, s in zip(greedy, scores):
+        assert s.n_tokens == len(g.token_logprobs)
+        assert s.logprob_sum == pytest.approx(sum(g.token_logprobs), abs=1e-2)
+
+
+def test_batched_and_unbatched_scores_agree(shared_policy, prompts):
+    continuations = ["4", "Blue is a lovely colour.", "Bonjour Ada !"]
+    batched = TransformersBackend(shared_policy, TransformersBackendOptions(score_batch_size=3)).score(prompts, continuations)
+    single = TransformersBackend(shared_policy, TransformersBackendOptions(score_batch_size=1)).score(prompts, continuations)
+    token_counts = [len(shared_policy.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in continuations]
+    assert [s.n_tokens for s in batched] == [s.n_tokens for s in single] == token_counts
+    for b, s in zip(batched, single):
+        assert b.logprob_sum == pytest.approx(s.logprob_sum, abs=1e-3)
+    assert batched[0].logprob_sum > batched[1].logprob_sum  # a short likely answer beats a long one
+
+
+def test_registered_under_its_name(registry, shared_policy):
+    component = registry.get("backend", "transformers")
+    assert isinstance(component.obj(shared_policy, component.parse_options({"batch_size": 4})), TransformersBackend)

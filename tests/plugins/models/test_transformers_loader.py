@@ -1,0 +1,81 @@
+"""The transformers loader: the bundled GGUF cached as safetensors, device/dtype choice, one-line errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from itool.errors import ItoolError
+from itool.plugins.models.transformers_loader import (
+    TransformersLoaderOptions, bf16_is_native, bundled_gguf, load, resolve_dtype,
+)
+
+
+def test_first_load_converts_the_gguf_once_and_the_cache_gives_identical_logits(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    gguf = bundled_gguf()
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
+    opts = TransformersLoaderOptions(cache_dir=str(tmp_path))
+
+    converted = load("smollm2-135m-instruct", opts, device="cpu", dtype="float32")
+    started = time.perf_counter()
+    cached = load("smollm2-135m-instruct", opts, device="cpu", dtype="float32")
+    reload_seconds = time.perf_counter() - started
+
+    ids = converted.tokenizer("Call get_weather(city='Paris')", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = reference(ids).logits
+        assert torch.equal(converted.model(ids).logits, expected)
+        assert torch.equal(cached.model(ids).logits, expected)
+    assert reload_seconds < 10  # ~1 s on an idle machine; the GGUF path takes ~12 s
+    # Exactly one cache entry, no temporary leftovers from the atomic write.
+    assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.iterdir()).name]
+    assert not next(tmp_path.iterdir()).name.startswith(".")
+
+
+def test_policy_pads_on_the_left_with_a_pad_token(shared_policy):
+    assert shared_policy.tokenizer.padding_side == "left"
+    assert shared_policy.tokenizer.pad_token_id is not None
+    assert shared_policy.model.device.type == shared_policy.device.type == "cpu"
+
+
+def test_auto_dtype_is_bf16_only_where_bf16_is_native():
+    expected = torch.bfloat16 if bf16_is_native("cpu") else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == expected
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
+
+
+@pytest.mark.parametrize("spec", ["/nonexistent/model", "./no-such-model-dir", "a/b/c"])
+def test_a_missing_model_is_one_line_error(spec):
+    with pytest.raises(ItoolError) as err:
+        load(spec, TransformersLoaderOptions(), device="cpu", dtype="float32")
+    assert "\n" not in str(err.value) and spec in str(err.value)
+
+
+def test_a_folder_that_is_not_a_model_is_one_line_error(tmp_path):
+    with pytest.raises(ItoolError) as err:
+        load(str(tmp_path), TransformersLoaderOptions(), device="cpu", dtype="float32")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, opts, message",
+    [
+        ({"dtype": "int3"}, {}, "unknown dtype"),
+        ({"device": "tpu-ish"}, {}, "unknown device"),
+        ({}, {"load_in_4bit": True}, "CUDA"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(kwargs, opts, message):
+    if opts.get("load_in_4bit") and torch.cuda.is_available():
+        pytest.skip("4-bit loading is allowed on CUDA")
+    with pytest.raises(ItoolError, match=message):
+        load("smollm2-135m-instruct", TransformersLoaderOptions(**opts), **{"device": "cpu", "dtype": "auto", **kwargs})
+
+
+def test_merging_something_that_is_not_an_adapter_is_one_line_error(shared_policy, tmp_path):
+    with pytest.raises(ItoolError, match="not a PEFT adapter"):
+        shared_policy.merge_adapter(tmp_path)

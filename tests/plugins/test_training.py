@@ -1,0 +1,78 @@
+"""The shared training machinery: the tokenisation convention, completion log-probs, the optimiser loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from itool.plugins.training import (
+    IGNORE_INDEX, LoopSettings, collate, completion_batch, encode_pair, sequence_logps, shuffled_epochs, train_loop,
+)
+
+
+def test_prompt_and_completion_are_tokenised_separately_and_concatenated(shared_policy):
+    tok = shared_policy.tokenizer
+    prompt_ids, completion_ids = encode_pair(tok, "<|im_start|>assistant\n", "[f(x=1)]")
+    assert prompt_ids == tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    assert completion_ids == tok("[f(x=1)]", add_special_tokens=False)["input_ids"]
+
+
+def test_truncation_keeps_the_completion_and_the_end_of_the_prompt(shared_policy):
+    tok = shared_policy.tokenizer
+    full_prompt, completion = encode_pair(tok, "one two three four five six seven eight", "[f(x=1)]")
+    prompt_ids, completion_ids = encode_pair(tok, "one two three four five six seven eight", "[f(x=1)]",
+                                             max_length=len(completion) + 3)
+    assert completion_ids == completion and prompt_ids == full_prompt[-3:]
+
+
+def test_labels_cover_the_completion_only_and_rows_are_right_padded():
+    batch = collate([([1, 2, 3], [4, 5]), ([6], [7])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5], [6, 7, 0, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+    x = IGNORE_INDEX
+    assert batch["labels"].tolist() == [[x, x, x, 4, 5], [x, 7, x, x, x]]
+
+
+def test_sequence_logps_sum_the_completion_token_logprobs_of_each_row(shared_policy):
+    tok, model = shared_policy.tokenizer, shared_policy.model
+    prompts, completions = ["<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "Q: 1+1?\nA:"], ["Hello!", " 2"]
+    with torch.no_grad():
+        logps, counts = sequence_logps(model, completion_batch(tok, prompts, completions))
+        for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+            p_ids, c_ids = encode_pair(tok, prompt, completion)
+            all_logps = model(torch.tensor([p_ids + c_ids])).logits[0].float().log_softmax(-1)
+            expected = sum(all_logps[len(p_ids) + i - 1, t].item() for i, t in enumerate(c_ids))
+            assert counts[row].item() == len(c_ids)
+            assert logps[row].item() == pytest.approx(expected, abs=1e-3)
+
+
+def test_shuffled_epochs_visit_every_item_once_per_epoch_in_a_seeded_order():
+    order = shuffled_epochs(range(10), epochs=3, seed=1)
+    assert [sorted(order[i * 10:(i + 1) * 10]) for i in range(3)] == [list(range(10))] * 3
+    assert order == shuffled_epochs(range(10), epochs=3, seed=1) != shuffled_epochs(range(10), epochs=3, seed=2)
+
+
+def test_train_loop_accumulates_gradients_and_warms_up_then_decays_the_lr():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    xs = torch.randn(32, 2)
+    ys = xs @ torch.tensor([[2.0], [-1.0]])
+
+    def step(m, items):
+        loss = torch.nn.functional.mse_loss(m(xs[items]), ys[items])
+        return loss, {"loss": loss.item()}
+
+    settings = LoopSettings(lr=0.3, batch_size=4, grad_accum=2, warmup_ratio=0.25)
+    full_loss_before = torch.nn.functional.mse_loss(model(xs), ys).item()
+    seen: list[dict] = []
+    history = train_loop(model, shuffled_epochs(range(32), 4, seed=0), step, settings, on_step=seen.append)
+    assert len(history) == 4 * 32 // (4 * 2) and seen == history
+    lrs = [r["lr"] for r in history]
+    assert lrs[0] == 0 and max(lrs) == pytest.approx(0.3) and lrs[-1] < lrs[len(lrs) // 2]
+    assert torch.nn.functional.mse_loss(model(xs), ys).item() < full_loss_before / 10
+
+
+def test_train_loop_refuses_a_model_with_nothing_to_train():
+    model = torch.nn.Linear(2, 1).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train_loop(model, [0], lambda m, items: (None, {}), LoopSettings())
