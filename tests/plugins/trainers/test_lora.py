@@ -1,0 +1,94 @@
+"""The lora trainer on real BFCL pairs with the real model: a few steps raise the preference margin, a
+reference pass runs only for losses that need one (once, then from the cache), and the adapter is
+saved in PEFT format and merged into the policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from itool.components import PreferenceBatch
+from itool.errors import ItoolError
+from itool.plugins.training import score_completions
+
+# Small enough for a default test on 2 cores: the prompt keeps its last tokens (question and answer start).
+TINY = {"lr": 2e-3, "epochs": 2, "batch_size": 3, "max_length": 48}
+
+
+def scores(policy, pairs):
+    """Summed log-probs and token counts of the chosen and rejected answers under ``policy`` as it is now."""
+    rows = score_completions(policy.model, policy.tokenizer, [p.prompt for p in pairs] * 2,
+                             [p.chosen for p in pairs] + [p.rejected for p in pairs], max_length=TINY["max_length"])
+    logps, counts = torch.tensor([s for s, _ in rows]), torch.tensor([c for _, c in rows])
+    n = len(pairs)
+    return logps[:n], logps[n:], counts[:n], counts[n:]
+
+
+def count_forwards(model) -> list[bool]:
+    """Record, for every forward pass of ``model``, whether gradients were on (training) or off (reference)."""
+    calls: list[bool] = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(torch.is_grad_enabled()))
+    return calls
+
+
+@pytest.mark.parametrize("loss_name", ["simpo", "dpo"])
+def test_training_raises_the_preference_margin(make_ctx, make_bfcl_pairs, loss_name):
+    ctx = make_ctx(loss=loss_name, trainer={"name": "lora", "options": TINY})
+    ctx.stage = "round1.train"
+    policy = ctx.policy
+    pairs = make_bfcl_pairs(policy.tokenizer, 3)
+    before = scores(policy, pairs)
+    forwards = count_forwards(policy.model)
+    trainer, opts = ctx.component("trainer")
+
+    result = trainer.obj(ctx, pairs, opts)
+    reference_passes = forwards.count(False)  # forwards without gradients during training
+
+    loss, loss_opts = ctx.component("loss")
+    after = scores(policy, pairs)
+    # Rewards as the loss defines them; the reference is the policy before training.
+    margin = lambda s: loss.obj(PreferenceBatch(*s, before[0], before[1]), loss_opts)  # noqa: E731
+    before_margin = (margin(before).chosen_rewards - margin(before).rejected_rewards).mean().item()
+    after_margin = (margin(after).chosen_rewards - margin(after).rejected_rewards).mean().item()
+    assert after_margin > before_margin + 0.05, (before_margin, after_margin)
+
+    if loss_name == "dpo":
+        assert result["reference"] == "computed" and reference_passes == 1  # 3 pairs, one batch of 3
+        assert (ctx.stage_dir / "reference_logps.pt").is_file()
+    else:
+        assert result["reference"] == "none" and reference_passes == 0
+        assert not (ctx.stage_dir / "reference_logps.pt").exists()
+    assert result["steps"] == 2 and result["pairs"] == 3 and len(result["epochs"]) == 2
+    assert (ctx.stage_dir / "adapter" / "adapter_config.json").is_file()
+    assert not hasattr(policy.model, "peft_config")  # merged: a plain model again
+    epochs = [m for m in ctx.run.metrics() if m["event"] == "epoch"]
+    assert [m["epoch"] for m in epochs] == [1, 2] and {"loss", "reward_margin", "accuracy"} <= set(epochs[0])
+
+
+def test_a_rerun_of_the_stage_reuses_the_cached_reference(make_ctx, make_bfcl_pairs):
+    from itool.plugins.trainers.lora import encode_pairs, reference_logps
+    from itool.plugins.training import add_lora
+
+    ctx = make_ctx(loss="dpo")
+    ctx.stage = "round1.train"
+    pairs = make_bfcl_pairs(ctx.policy.tokenizer, 2)
+    encoded, dropped = encode_pairs(ctx.policy.tokenizer, pairs, 48)
+    peft_model = add_lora(ctx.policy.model)
+    forwards = count_forwards(ctx.policy.model)
+
+    first = reference_logps(ctx, peft_model, encoded, batch_size=2)
+    second = reference_logps(ctx, peft_model, encoded, batch_size=2)
+    other = reference_logps(ctx, peft_model, encoded[:1], batch_size=2)  # different pairs: not from the cache
+
+    assert dropped == 0 and (first[2], second[2], other[2]) == (False, True, False)
+    assert len(forwards) == 2
+    torch.testing.assert_close(first[:2], second[:2])
+    torch.testing.assert_close(other[0], first[0][:1])
+
+
+def test_qlora_on_a_machine_without_cuda_is_one_clear_error(make_ctx, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ctx = make_ctx(trainer={"name": "lora", "options": {"load_in_4bit": True}})
+    trainer, opts = ctx.component("trainer")
+    with pytest.raises(ItoolError, match="QLoRA needs a CUDA GPU"):
+        trainer.obj(ctx, [], opts)
