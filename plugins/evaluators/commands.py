@@ -110,7 +110,7 @@ def eval_command(model: str | None, categories: str | None, limit: int | None, s
     if categories:
         dataset_options["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
     layer: dict[str, Any] = {
-        "runs_dir": str(out.parent), "name": out.name, "eval_limit": None,
+        "runs_dir": str(out.parent), "name": out.name, "eval_limit": None, "warmup": "none",
         "dataset": {"name": "bfcl", "options": dataset_options},
         "evaluator": {"name": "bfcl", "options": dict(parse_option(o, "--evaluator-opt") for o in evaluator_opts)},
     }
