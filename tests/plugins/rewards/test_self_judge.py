@@ -13,15 +13,15 @@ def ctx(model_ctx):
         "categories": ["simple_python"], "split_mode": "all"}})
 
 
-def test_rewards_are_expected_grades_in_range_and_deterministic(ctx):
+def test_rewards_are_expected_grades_in_range(ctx):
     sample = ctx.samples("train")[0]
-    texts = [ctx.format.render_answer(sample.answer), "[wrong_function(x=1)]", "I don't know."]
+    texts = [ctx.format.render_answer(sample.answer), "[wrong_function(x=1)]"]
     rewards = ctx.reward.score(sample, texts)
-    assert len(rewards) == 3 and all(-1.0 <= r <= 1.0 for r in rewards)
-    assert ctx.reward.score(sample, texts) == pytest.approx(rewards)
+    assert len(rewards) == 2 and all(-1.0 <= r <= 1.0 for r in rewards)
+    assert rewards[0] != rewards[1]  # the grades depend on the candidate
     # the grade probabilities are renormalised over A-D: equal weights give exactly that weight
     flat = SelfJudge(ctx, SelfJudgeOptions(weights=[0.5] * 4))
-    assert flat.score(sample, texts) == pytest.approx([0.5] * 3)
+    assert flat.score(sample, texts[:1]) == pytest.approx([0.5])
 
 
 def test_the_judge_prompt_shows_reference_and_candidate_and_opens_the_grade(ctx):

@@ -66,7 +66,7 @@ class CountingBackend:
         return self.backend.score(prompts, continuations)
 
 
-TINY = dict(simulations=2, width=2, max_depth=2, step_max_tokens=12, rollout_max_tokens=40, seed=0)
+TINY = dict(simulations=2, width=2, max_depth=2, step_max_tokens=10, rollout_max_tokens=32, seed=0)
 
 
 @pytest.fixture
@@ -77,13 +77,15 @@ def bfcl_ctx(model_ctx):
     return ctx
 
 
-def three_samples(ctx):
+def two_samples(ctx):
+    """A single-call and a parallel-call sample, those with the shortest tool lists (prefill dominates)."""
     samples = ctx.samples("train")
-    return [s for s in samples if s.category == "simple_python"][:2] + [s for s in samples if s.category == "parallel"][:1]
+    return [min((s for s in samples if s.category == category), key=lambda s: len(str(s.tools)))
+            for category in ("simple_python", "parallel")]
 
 
 def test_search_on_the_real_model_builds_consistent_trees(bfcl_ctx):
-    samples = three_samples(bfcl_ctx)
+    samples = two_samples(bfcl_ctx)
     trees = puct(bfcl_ctx, samples, PuctOptions(**TINY))
     assert [t.sample_id for t in trees] == [s.id for s in samples]
     for tree in trees:
@@ -105,8 +107,8 @@ def test_search_on_the_real_model_builds_consistent_trees(bfcl_ctx):
 
 
 def test_batched_search_makes_two_generate_calls_per_simulation_naive_one_per_request(bfcl_ctx):
-    samples = three_samples(bfcl_ctx)
-    quick = {**TINY, "step_max_tokens": 4, "rollout_max_tokens": 8}
+    samples = two_samples(bfcl_ctx)
+    quick = {**TINY, "simulations": 1, "step_max_tokens": 4, "rollout_max_tokens": 8}
     batched = puct(bfcl_ctx, samples, PuctOptions(**quick))
     batched_calls, bfcl_ctx.backend.generate_calls = bfcl_ctx.backend.generate_calls, 0
     naive = puct(bfcl_ctx, samples, PuctOptions(**quick, wave_size=1))
@@ -115,4 +117,4 @@ def test_batched_search_makes_two_generate_calls_per_simulation_naive_one_per_re
     expanded = sum(1 for t in naive for n in t.nodes if t.children(n.id))
     rolled_out = sum(1 for t in naive for n in t.nodes[1:] if not n.terminal)
     assert bfcl_ctx.backend.generate_calls == naive[0].meta["generate_calls"] >= expanded + rolled_out
-    assert bfcl_ctx.backend.generate_calls >= 3 * batched_calls
+    assert bfcl_ctx.backend.generate_calls >= 2 * batched_calls
