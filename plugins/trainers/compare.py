@@ -16,8 +16,9 @@ import click
 from pydantic import ValidationError
 
 from itool import hookimpl
+from itool.config import read_config_file
 from itool.errors import ItoolError
-from itool.rundir import STATE_FILE, RunDir, atomic_path, read_jsonl, write_json, write_text
+from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, atomic_path, read_jsonl, write_json, write_text
 from itool.schemas import PreferencePair
 
 START = "start"
@@ -51,15 +52,17 @@ def read_pairs(path: Path) -> list[PreferencePair]:
     return pairs
 
 
-def start_adapters(start: Path | None) -> list[Path]:
-    """Adapters that make the starting point: those of a run directory, or one adapter folder."""
+def start_point(start: Path | None) -> tuple[list[Path], str | None]:
+    """The adapters that make the starting point (a run directory's, in order, or one adapter folder),
+    and for a run directory the model it was trained from."""
     if start is None:
-        return []
+        return [], None
     if (start / STATE_FILE).is_file():
-        return RunDir.open(start).adapters
+        run = RunDir.open(start)
+        return run.adapters, read_config_file(run.path / CONFIG_FILE).get("model")
     if not start.is_dir():
         raise ItoolError(f"--adapter: no such adapter folder or run directory: {start}")
-    return [start]
+    return [start], None
 
 
 def summary_rows(summaries: dict[str, dict[str, float]]) -> list[str]:
@@ -124,7 +127,7 @@ def plot(path: Path, summaries: dict[str, dict[str, float]], rows: list[str]) ->
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: runs/compare-<timestamp>).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML/TOML config: model, dataset, evaluator, trainer, loss options.")
-@click.option("--model", help="Model alias, local path or hub id (default: the config's).")
+@click.option("--model", help="Model alias, local path or hub id (default: the --adapter run's, else the config's).")
 @click.option("--trainer-opt", "trainer_opts", multiple=True, metavar="KEY=VALUE", help="Trainer option (repeatable).")
 @click.option("--eval-start/--no-eval-start", default=True, help="Also evaluate the starting point (column 'start').")
 def compare(losses: str, pairs_path: Path, start: Path | None, seed: int | None, eval_limit: int | None,
@@ -140,18 +143,17 @@ def compare(losses: str, pairs_path: Path, start: Path | None, seed: int | None,
     from rich.markdown import Markdown
 
     from itool.cli import get_registry
-    from itool.config import build_config, dump_config, parse_option, read_config_file
+    from itool.config import build_config, dump_config, parse_option
     from itool.context import RunContext
     from itool.loop import Stage, evaluate, run_stage
-    from itool.rundir import CONFIG_FILE
 
     registry = get_registry()
     names = parse_losses(losses, registry)
     pairs = read_pairs(pairs_path)
-    adapters = start_adapters(start)
+    adapters, start_model = start_point(start)
     out = out or Path("runs") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
     flags: dict[str, Any] = {"runs_dir": str(out), "eval_base": False}
-    for key, value in (("seed", seed), ("eval_limit", eval_limit), ("model", model)):
+    for key, value in (("seed", seed), ("eval_limit", eval_limit), ("model", model or start_model)):
         if value is not None:
             flags[key] = value
     if trainer_opts:

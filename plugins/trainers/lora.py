@@ -45,8 +45,8 @@ class LoRATrainerOptions(BaseModel):
                            "--loader-opt load_in_4bit=true).")
 
 
-def check_quantisation(policy: Any, opts: LoRATrainerOptions) -> None:
-    """QLoRA needs CUDA and a policy loaded in 4 bit; say so in one line otherwise."""
+def check_quantisation(ctx: Any, opts: LoRATrainerOptions) -> None:
+    """QLoRA needs CUDA and a policy loaded in 4 bit; say so in one line otherwise (before loading a model)."""
     if not opts.load_in_4bit:
         return
     import torch
@@ -54,7 +54,7 @@ def check_quantisation(policy: Any, opts: LoRATrainerOptions) -> None:
     if not torch.cuda.is_available():
         raise ItoolError("trainer.options.load_in_4bit: QLoRA needs a CUDA GPU and none is available; "
                          "train a plain LoRA with load_in_4bit=false")
-    if not getattr(policy.model, "is_loaded_in_4bit", False):
+    if not getattr(ctx.policy.model, "is_loaded_in_4bit", False):
         raise ItoolError("trainer.options.load_in_4bit: the policy is not loaded in 4 bit; "
                          "also set --loader-opt load_in_4bit=true")
 
@@ -121,8 +121,8 @@ def train(ctx: Any, pairs: list[PreferencePair], opts: LoRATrainerOptions) -> di
     from itool.plugins.training import LoopSettings, add_lora, save_and_merge, shuffled_epochs, train_loop
 
     loss, loss_opts = ctx.component("loss")
+    check_quantisation(ctx, opts)
     policy = ctx.policy
-    check_quantisation(policy, opts)
     encoded, dropped = encode_pairs(policy.tokenizer, pairs, opts.max_length)
     if not encoded:
         raise ItoolError(f"trainer lora: none of the {len(pairs)} pairs has a non-empty chosen and rejected answer")

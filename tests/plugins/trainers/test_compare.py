@@ -78,6 +78,16 @@ def test_start_adapter_is_merged_before_every_loss(itool, toy_pairs, tmp_path):
     assert json.loads((out / "compare.json").read_text())["eval"]["start"]["Overall"] == 1.0
 
 
+def test_start_from_a_run_directory_merges_all_its_adapters(itool, toy_pairs, tmp_path):
+    trained = itool("run", "--config", "TOY", "--runs-dir", str(tmp_path / "runs"), "--name", "r", "--no-eval-base")
+    assert trained.exit_code == 0, trained.output  # warm-up + round 1: the toy policy now answers right
+    out = tmp_path / "cmp"
+    result = itool("compare", "--config", "TOY", "--losses", "simpo", "--pairs", str(toy_pairs),
+                   "--adapter", str(tmp_path / "runs" / "r"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "compare.json").read_text())["eval"]["start"]["Overall"] == 1.0
+
+
 @pytest.mark.parametrize("args,message", [
     (["--losses", "simpo,nope"], "unknown loss 'nope'"),
     (["--losses", " , "], "--losses: give at least one loss name"),

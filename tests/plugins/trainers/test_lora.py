@@ -12,7 +12,7 @@ from itool.errors import ItoolError
 from itool.plugins.training import score_completions
 
 # Small enough for a default test on 2 cores: the prompt keeps its last tokens (question and answer start).
-TINY = {"lr": 2e-3, "epochs": 2, "batch_size": 3, "max_length": 48}
+TINY = {"lr": 2e-3, "epochs": 2, "batch_size": 3, "max_length": 40}
 
 
 def scores(policy, pairs):
@@ -72,7 +72,7 @@ def test_a_rerun_of_the_stage_reuses_the_cached_reference(make_ctx, make_bfcl_pa
     ctx = make_ctx(loss="dpo")
     ctx.stage = "round1.train"
     pairs = make_bfcl_pairs(ctx.policy.tokenizer, 2)
-    encoded, dropped = encode_pairs(ctx.policy.tokenizer, pairs, 48)
+    encoded, dropped = encode_pairs(ctx.policy.tokenizer, pairs, 40)
     peft_model = add_lora(ctx.policy.model)
     forwards = count_forwards(ctx.policy.model)
 
@@ -92,3 +92,4 @@ def test_qlora_on_a_machine_without_cuda_is_one_clear_error(make_ctx, monkeypatc
     trainer, opts = ctx.component("trainer")
     with pytest.raises(ItoolError, match="QLoRA needs a CUDA GPU"):
         trainer.obj(ctx, [], opts)
+    assert "policy" not in vars(ctx)  # said before spending time on loading a model
