@@ -7,8 +7,9 @@
 - ``itool tree json TREES.jsonl --index 0 --out tree.json``: the same tree as nested JSON
   (``children`` inside each node), for other tools.
 
-The chosen path is the one the search marked (``meta.chosen_path``, e.g. DFSDT's solution); trees
-without one (PUCT) show the path that follows the highest-valued child from the root.
+The chosen path is the one the search marked (``meta.chosen_path``, e.g. DFSDT's solution, empty when
+it found none); trees of searches that mark none (PUCT) show the path that follows the
+highest-valued child from the root.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def load_tree(path: Path, index: int | None = None, sample_id: str | None = None
 
 
 def chosen_path(tree: SearchTree) -> list[int]:
-    """The path the search marked, or else the greedy highest-value path from the root."""
-    if tree.meta.get("chosen_path"):
+    """The path the search marked (none if it found no solution), or, for searches that mark none, the
+    greedy highest-value path from the root."""
+    if "chosen_path" in tree.meta:
         return list(tree.meta["chosen_path"])
     path = [tree.nodes[0].id] if tree.nodes else []
     while path and (kids := tree.children(path[-1])):

@@ -23,7 +23,7 @@ def make_tree(chosen: list[int] | None = None) -> SearchTree:
         SearchNode(id=3, parent=2, text="Done.", visits=1, value=1.0, terminal=True, meta={"kind": "answer"}),
     ]
     return SearchTree(sample_id="s<1>", prompt="<|im_start|>system", nodes=nodes,
-                      meta={"chosen_path": chosen} if chosen else {})
+                      meta={"chosen_path": chosen} if chosen is not None else {})
 
 
 def cli_runner():
@@ -40,6 +40,7 @@ def test_html_escapes_model_text():
 
 def test_chosen_path_is_the_marked_one_or_else_the_best_valued():
     assert chosen_path(make_tree(chosen=[0, 1])) == [0, 1]
+    assert chosen_path(make_tree(chosen=[])) == []  # the search found no solution
     assert chosen_path(make_tree()) == [0, 2, 3]
     page = render_html(make_tree())
     assert page.count("class='node chosen'") == 3
