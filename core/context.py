@@ -62,7 +62,7 @@ class RunContext:
     def stage_dir(self) -> Path:
         return self.run.stage_dir(self.stage or "misc")
 
-    def log(self, event: str, **metrics: Any) -> None:
+    def log(self, event: str, /, **metrics: Any) -> None:
         self.run.log(self.stage, event, **metrics)
 
     def stage_seed(self, stage: str) -> int:

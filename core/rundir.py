@@ -124,10 +124,12 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def log(self, stage: str, event: str, **metrics: Any) -> None:
-        """Append one JSON line to metrics.jsonl. Appending a whole line is atomic enough for a log."""
-        row = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "unix": time.time(),
-               "stage": stage, "event": event, **metrics}
+    def log(self, stage: str, event: str, /, **metrics: Any) -> None:
+        """Append one JSON line to metrics.jsonl. Appending a whole line is atomic enough for a log.
+
+        The bookkeeping keys (time, unix, stage, event) win over metrics of the same name."""
+        row = {**metrics, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+               "unix": time.time(), "stage": stage, "event": event}
         with open(self.path / METRICS_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
