@@ -1,7 +1,7 @@
 """Generation backend ``transformers``: batched sampling and scoring with a Hugging Face model.
 
 Requests that share a prompt share its prefill: each distinct prompt is encoded once, then its KV cache
-is copied to all of its ``n`` samples (``DynamicCache.batch_select_indices``). Rows that finish (EOS, a
+is copied to all of its ``n`` samples (``batch_select_indices``). Rows that finish (EOS, a
 stop string, their token budget) leave the batch, so long-running rows do not drag finished ones along.
 
 Log-probs: ``Generation.token_logprobs`` are the *model's* log-probs of the generated tokens, i.e.
@@ -23,7 +23,9 @@ from itool.plugins.training import score_completions
 
 
 class TransformersBackendOptions(BaseModel):
-    batch_size: int = Field(16, ge=1, description="Sequences decoded together (samples of a prompt count one each).")
+    batch_size: int = Field(48, ge=1, description="Sequences decoded together (samples of a prompt count one each).")
+    kv_tokens: int = Field(65536, ge=1, description="Cap on rows × (prompt + new tokens) in one decode batch (cache memory).")
+    prefill_tokens: int = Field(4096, ge=1, description="Padded prompt tokens per prefill forward pass.")
     score_batch_size: int = Field(8, ge=1, description="Prompt+continuation rows per forward pass in score().")
     max_length: int | None = Field(None, ge=1, description="Truncate prompt+continuation to this many tokens in score().")
     progress_min_rows: int = Field(64, ge=1, description="Show a progress bar for waves of at least this many rows.")
@@ -72,41 +74,78 @@ class TransformersBackend:
         return results  # type: ignore[return-value]
 
     def _chunks(self, by_prompt: dict[str, list[_Row]], prompt_ids: dict[str, list[int]]):
-        """Groups of (prompt, rows) with at most ``batch_size`` rows, prompts of similar length together."""
+        """Decode batches of (prompt, rows), prompts of similar length together.
+
+        A batch holds at most ``batch_size`` rows and at most ``kv_tokens`` cached tokens (rows × (longest
+        prompt + longest token budget)), so one very long prompt does not inflate the cache of many rows.
+        """
         chunk: list[tuple[str, list[_Row]]] = []
-        size = 0
+        rows_in, width, budget = 0, 0, 0
         for prompt in sorted(by_prompt, key=lambda p: len(prompt_ids[p])):
             rows = by_prompt[prompt]
             for start in range(0, len(rows), self.opts.batch_size):
                 part = rows[start: start + self.opts.batch_size]
-                if size + len(part) > self.opts.batch_size and chunk:
+                new_width = max(width, len(prompt_ids[prompt]))
+                new_budget = max(budget, max(r.params.max_new_tokens for r in part))
+                too_big = (rows_in + len(part) > self.opts.batch_size
+                           or (rows_in + len(part)) * (new_width + new_budget) > self.opts.kv_tokens)
+                if chunk and too_big:
                     yield chunk
-                    chunk, size = [], 0
+                    chunk, rows_in, new_width = [], 0, len(prompt_ids[prompt])
+                    new_budget = max(r.params.max_new_tokens for r in part)
                 chunk.append((prompt, part))
-                size += len(part)
+                rows_in, width, budget = rows_in + len(part), new_width, new_budget
         if chunk:
             yield chunk
 
-    def _generate_chunk(self, chunk: list[tuple[str, list[_Row]]], prompt_ids: dict[str, list[int]], done) -> None:
-        """Prefill each prompt once (left-padded), copy its cache to its rows, then decode to the end."""
+    def _prefill(self, prompts: list[list[int]]) -> tuple[Any, Any, Any, Any]:
+        """Encode each prompt once and return (last-position logits, left-padded mask, positions, cache).
+
+        Prompts go through the model in groups of similar length of at most ``prefill_tokens`` padded
+        tokens, so a short prompt never pays for a long neighbour's padding; the groups' caches are then
+        laid side by side, left-padded to the longest prompt, to decode as one batch.
+        """
         import torch
         from transformers import DynamicCache
+        from transformers.cache_utils import Cache
+
+        from itool.plugins.backends.kv_cache import GrowingLayer
 
         model, device = self.policy.model, self.policy.device
-        pad_id = self.policy.tokenizer.pad_token_id
-        width = max(len(prompt_ids[p]) for p, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for k, (prompt, _) in enumerate(chunk):
-            ids = prompt_ids[prompt]
-            input_ids[k, width - len(ids):] = torch.tensor(ids)
+        width = max(len(ids) for ids in prompts)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for k, ids in enumerate(prompts):
             mask[k, width - len(ids):] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
+        mask = mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        logits, groups = [], []
+        start = 0
+        while start < len(prompts):  # prompts arrive sorted by length, so a group's last prompt is its longest
+            end = start + 1
+            while end < len(prompts) and (end + 1 - start) * len(prompts[end]) <= self.opts.prefill_tokens:
+                end += 1
+            group_width = len(prompts[end - 1])
+            ids = torch.full((end - start, group_width), self.policy.tokenizer.pad_token_id, dtype=torch.long)
+            for k, prompt in enumerate(prompts[start:end]):
+                ids[k, group_width - len(prompt):] = torch.tensor(prompt)
+            cache = DynamicCache()
+            out = model(input_ids=ids.to(device), attention_mask=mask[start:end, width - group_width:],
+                        position_ids=positions[start:end, width - group_width:], past_key_values=cache,
+                        use_cache=True, logits_to_keep=1)
+            logits.append(out.logits[:, -1].float())
+            groups.append((cache, group_width))
+            start = end
+        layers = [GrowingLayer.side_by_side([(c.layers[i].keys, c.layers[i].values, w) for c, w in groups], width)
+                  for i in range(len(groups[0][0].layers))]
+        return torch.cat(logits), mask, positions, Cache(layers=layers)
+
+    def _generate_chunk(self, chunk: list[tuple[str, list[_Row]]], prompt_ids: dict[str, list[int]], done) -> None:
+        """Prefill each prompt once, copy its cache to its rows, then decode to the end."""
+        import torch
+
+        model, device = self.policy.model, self.policy.device
         with torch.inference_mode():
-            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                           past_key_values=cache, use_cache=True).logits[:, -1].float()
+            logits, mask, positions, cache = self._prefill([prompt_ids[p] for p, _ in chunk])
             owner = torch.tensor([k for k, (_, rows) in enumerate(chunk) for _ in rows], device=device)
             rows = [row for _, rows in chunk for row in rows]
             cache.batch_select_indices(owner)

@@ -36,6 +36,27 @@ def test_greedy_is_deterministic_and_the_same_alone_or_batched_with_other_prompt
         assert pair[0].token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-3)
 
 
+def test_prompts_prefilled_in_separate_groups_decode_like_one_batch(shared_policy, prompts, greedy):
+    """prefill_tokens=1 puts every prompt in its own prefill pass; their caches are then joined, left-padded."""
+    grouped = TransformersBackend(shared_policy, TransformersBackendOptions(batch_size=8, prefill_tokens=1))
+    out = grouped.generate([GenerationRequest(p, max_new_tokens=12, temperature=0) for p in prompts])
+    assert [gens[0].text for gens in out] == [g.text for g in greedy]
+
+
+def test_a_long_answer_grows_the_cache_past_its_spare_room(backend, shared_policy, prompts):
+    """The cache starts with room for 64 more tokens; 90 greedy tokens must match the one-shot forward pass."""
+    import torch
+
+    story = chat(shared_policy, "Tell me a long story about a lighthouse keeper.")
+    out = backend.generate([GenerationRequest(story, max_new_tokens=90, temperature=0)])[0][0]
+    assert len(out.token_logprobs) > 64
+    ids = shared_policy.tokenizer(story, add_special_tokens=False)["input_ids"]
+    answer = shared_policy.tokenizer(out.text, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = shared_policy.model(input_ids=torch.tensor([ids + answer])).logits[0, len(ids) - 1: -1]
+    assert logits.argmax(-1).tolist() == answer
+
+
 def test_n_samples_per_request_come_back_in_order_with_one_logprob_per_token(backend, shared_policy, prompts):
     out = backend.generate([GenerationRequest(prompts[0], n=3, max_new_tokens=6, temperature=1.0),
                             GenerationRequest(prompts[1], n=1, max_new_tokens=4, temperature=1.0)])
