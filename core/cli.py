@@ -16,7 +16,7 @@ from itool import __version__
 from itool.config import COMPONENT_FIELDS, RunConfig, build_config, dump_config, parse_option, preset_names, read_config_file, read_preset
 from itool.context import RunContext
 from itool.errors import ItoolError
-from itool.loop import StageFailed, run_loop
+from itool.loop import StageFailed, check_stop_after, run_loop
 from itool.registry import KINDS, Registry
 from itool.rundir import CONFIG_FILE, RunDir, write_text
 
@@ -132,6 +132,7 @@ def run(config_file: Path | None, preset: str | None, resume: Path | None, stop_
         layers = [read_preset(preset) if preset else {}, read_config_file(config_file) if config_file else {}]
         config = build_config([*layers, flags_layer(params)])
         ctx = RunContext(config, registry, run=None)  # resolves every component before anything is written
+        check_stop_after(ctx, stop_after)
         ctx.run = RunDir.create(config.runs_dir, config.name)
         config.name = ctx.run.path.name
         write_text(ctx.run.path / CONFIG_FILE, dump_config(config))

@@ -52,12 +52,16 @@ def plan(ctx: RunContext) -> list[Stage]:
     return stages
 
 
-def run_loop(ctx: RunContext, stop_after: str | None = None) -> None:
-    stages = plan(ctx)
-    names = [s.name for s in stages]
+def check_stop_after(ctx: RunContext, stop_after: str | None) -> None:
+    """Fail before anything is written when ``stop_after`` names no stage of this run."""
+    names = [s.name for s in plan(ctx)]
     if stop_after is not None and stop_after not in names:
         raise ItoolError(f"--stop-after {stop_after!r} is not a stage of this run (stages: {', '.join(names)})")
-    for stage in stages:
+
+
+def run_loop(ctx: RunContext, stop_after: str | None = None) -> None:
+    check_stop_after(ctx, stop_after)
+    for stage in plan(ctx):
         if ctx.run.is_done(stage.name):
             console.print(f"[dim]✓ {stage.name} (already done)[/dim]")
         else:

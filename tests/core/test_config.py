@@ -83,6 +83,25 @@ def test_presets_are_named_config_layers():
         read_preset("papper")
 
 
+def test_every_shipped_preset_names_real_components_with_valid_options(registry):
+    from itool.config import COMPONENT_FIELDS, preset_names
+
+    assert {"paper", "smoke"} <= set(preset_names())
+    for name in preset_names():
+        config = build_config([read_preset(name)])
+        for field, kind in COMPONENT_FIELDS.items():
+            spec = getattr(config, field)
+            if spec is not None:
+                registry.get(kind, spec.name).parse_options(spec.options)  # raises on a bad option
+
+
+def test_the_paper_preset_is_three_full_size_rounds_and_a_loss_flag_replaces_its_loss():
+    paper = build_config([read_preset("paper")])
+    assert (paper.rounds, paper.train_limit, paper.eval_limit) == (3, None, None)
+    assert paper.loss.options == {"beta": 2.5, "gamma": 0.5}
+    assert build_config([read_preset("paper"), {"loss": "dpo"}]).loss.options == {}
+
+
 def test_config_round_trips_through_its_saved_yaml(tmp_path):
     from itool.config import dump_config
 

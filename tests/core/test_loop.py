@@ -104,5 +104,4 @@ def test_bad_settings_fail_in_one_line_with_exit_code_2_and_write_nothing(itool,
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
-    if "--stop-after" not in args:
-        assert not (tmp_path / "runs" / "bad").exists()
+    assert not (tmp_path / "runs" / "bad").exists()
