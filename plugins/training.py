@@ -3,8 +3,10 @@
 The one tokenisation convention, used by the trainers and by ``TransformersBackend.score``:
 prompt and completion are tokenised *separately* (no special tokens added: the chat template already
 wrote them into the prompt text) and their ids concatenated. Labels are ``-100`` on the prompt and on
-padding, so losses and log-probs cover the completion tokens only. Batches are right-padded, so every
-row keeps the positions it would have alone and batched log-probs equal unbatched ones.
+padding, so losses and log-probs cover the completion tokens only. Batches are left-padded with explicit
+position ids, so every row keeps the positions it would have alone (batched log-probs equal unbatched
+ones) and all completions end at the last column: the model projects only the last ``longest completion
++ 1`` positions onto the vocabulary (``logits_to_keep``), not the prompts, which are most of the tokens.
 
 Typical use (a trainer)::
 
@@ -51,17 +53,20 @@ def encode_pair(tokenizer: Any, prompt: str, completion: str, max_length: int | 
 
 
 def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device: Any = None) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and completion-only ``labels`` for (prompt, completion) ids."""
+    """Left-padded ``input_ids``, ``attention_mask``, ``position_ids`` and completion-only ``labels``
+    for (prompt, completion) ids."""
     width = max(len(p) + len(c) for p, c in pairs)
     input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
     labels = torch.full((len(pairs), width), IGNORE_INDEX, dtype=torch.long)
     for row, (prompt_ids, completion_ids) in enumerate(pairs):
         ids = prompt_ids + completion_ids
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
-        labels[row, len(prompt_ids): len(ids)] = torch.tensor(completion_ids, dtype=torch.long)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids):] = 1
+        if completion_ids:
+            labels[row, width - len(completion_ids):] = torch.tensor(completion_ids, dtype=torch.long)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "labels": labels}
     return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
 
@@ -77,8 +82,11 @@ def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
     """Per row: the sum of log p(token) over the completion tokens (``labels != -100``) and their count.
 
     Differentiable (call under ``torch.no_grad()`` when scoring). Log-softmax is taken in float32."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    labels = batch["labels"][:, 1:]
+    width = batch["input_ids"].shape[1]
+    keep = min(width, int((batch["labels"] != IGNORE_INDEX).sum(-1).max()) + 1)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"], logits_to_keep=keep).logits[:, :-1]
+    labels = batch["labels"][:, width - keep + 1:]
     mask = labels != IGNORE_INDEX
     targets = labels.masked_fill(~mask, 0)
     logits = logits.float()

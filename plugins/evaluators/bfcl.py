@@ -21,7 +21,7 @@ from itool.schemas import EvalReport, Sample, Verdict
 
 
 class BfclEvalOptions(BaseModel):
-    max_new_tokens: int = Field(256, ge=1, description="Generation cap for one answer (one step in multi-turn).")
+    max_new_tokens: int = Field(192, ge=1, description="Generation cap per answer (per multi-turn step); BFCL's longest reference answer has 179 tokens.")
     max_steps_per_turn: int = Field(3, ge=1, description="Multi-turn: model generations allowed per user turn.")
     greedy_parallel: bool = Field(
         False, description="Match parallel calls first-fit like BFCL's checker instead of by a one-to-one assignment."

@@ -34,7 +34,7 @@ class WarmupOptions(BaseModel):
     batch_size: int = Field(4, ge=1, description="Examples per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
     max_length: int = Field(1024, ge=16, description="Longest prompt+answer in tokens (prompt trimmed first).")
-    eval_samples: int = Field(32, ge=1, description="Held-out test samples for the before/after answer-token loss.")
+    eval_samples: int = Field(16, ge=1, description="Held-out test samples for the before/after answer-token loss.")
     seed: int = Field(0, description="Seed of the LoRA initialisation and the shuffling.")
 
 

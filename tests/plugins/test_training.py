@@ -25,12 +25,13 @@ def test_truncation_keeps_the_completion_and_the_end_of_the_prompt(shared_policy
     assert completion_ids == completion and prompt_ids == full_prompt[-3:]
 
 
-def test_labels_cover_the_completion_only_and_rows_are_right_padded():
+def test_labels_cover_the_completion_only_and_rows_are_left_padded_keeping_their_positions():
     batch = collate([([1, 2, 3], [4, 5]), ([6], [7])], pad_id=0)
-    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5], [6, 7, 0, 0, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5], [0, 0, 0, 6, 7]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 0, 1]]
     x = IGNORE_INDEX
-    assert batch["labels"].tolist() == [[x, x, x, 4, 5], [x, 7, x, x, x]]
+    assert batch["labels"].tolist() == [[x, x, x, 4, 5], [x, x, x, x, 7]]
 
 
 def test_sequence_logps_sum_the_completion_token_logprobs_of_each_row(shared_policy):
@@ -44,6 +45,27 @@ def test_sequence_logps_sum_the_completion_token_logprobs_of_each_row(shared_pol
             expected = sum(all_logps[len(p_ids) + i - 1, t].item() for i, t in enumerate(c_ids))
             assert counts[row].item() == len(c_ids)
             assert logps[row].item() == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_padded_batch_trains_with_finite_gradients_equal_to_each_row_alone(fresh_policy):
+    from itool.plugins.training import add_lora
+
+    tok = fresh_policy.tokenizer
+    model = add_lora(fresh_policy.model, r=4, alpha=8, dropout=0.0)
+    prompts, completions = ["A long question about the weather in Paris today?", "Hi?"], ["Sunny.", "Hello there, friend!"]
+
+    def grads(rows):
+        model.zero_grad()
+        logps, _ = sequence_logps(model, completion_batch(tok, [prompts[i] for i in rows], [completions[i] for i in rows]))
+        logps.sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    together = grads([0, 1])
+    apart = [a + b for a, b in zip(grads([0]), grads([1]))]
+    assert all(torch.isfinite(g).all() for g in together)
+    assert any(g.abs().sum() > 0 for g in together)
+    for g, h in zip(together, apart):
+        assert torch.allclose(g, h, atol=1e-4, rtol=1e-3)
 
 
 def test_shuffled_epochs_visit_every_item_once_per_epoch_in_a_seeded_order():
