@@ -1,7 +1,9 @@
 """Generation backend ``transformers``: batched sampling and scoring with a Hugging Face model.
 
 Requests that share a prompt share its prefill: each distinct prompt is encoded once, then its KV cache
-is copied to all of its ``n`` samples (``batch_select_indices``). Rows that finish (EOS, a
+is copied to all of its ``n`` samples (``batch_select_indices``). Prompts that merely begin alike (the
+same system prompt; a tree search's prompt plus different answer prefixes) encode the common beginning
+once. Rows that finish (EOS, a
 stop string, their token budget) leave the batch, so long-running rows do not drag finished ones along.
 
 Log-probs: ``Generation.token_logprobs`` are the *model's* log-probs of the generated tokens, i.e.
@@ -13,7 +15,7 @@ They cover the tokens of ``text`` only (not the EOS token, nor tokens cut off wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel, Field
 
@@ -25,7 +27,7 @@ from itool.plugins.training import score_completions
 class TransformersBackendOptions(BaseModel):
     batch_size: int = Field(48, ge=1, description="Sequences decoded together (samples of a prompt count one each).")
     kv_tokens: int = Field(65536, ge=1, description="Cap on rows × (prompt + new tokens) in one decode batch (cache memory).")
-    prefill_tokens: int = Field(4096, ge=1, description="Padded prompt tokens per prefill forward pass.")
+    prefill_tokens: int = Field(4096, ge=1, description="Padded prompt tokens per prefill forward pass (beyond a shared prefix).")
     score_batch_size: int = Field(8, ge=1, description="Prompt+continuation rows per forward pass in score().")
     max_length: int | None = Field(None, ge=1, description="Truncate prompt+continuation to this many tokens in score().")
     progress_min_rows: int = Field(64, ge=1, description="Show a progress bar for waves of at least this many rows.")
@@ -98,12 +100,28 @@ class TransformersBackend:
         if chunk:
             yield chunk
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[Any, Any, Any, Any]:
-        """Encode each prompt once and return (last-position logits, left-padded mask, positions, cache).
+    def _shared_prefix_groups(self, prompts: list[list[int]]) -> Iterator[tuple[int, int, int]]:
+        """(start, end, shared): runs of ``prompts`` (sorted by token ids) that share their first ``shared``
+        tokens, each run's tails fitting in ``prefill_tokens``; every prompt keeps at least one tail token."""
+        start = 0
+        while start < len(prompts):
+            end, shared = start + 1, len(prompts[start]) - 1
+            while end < len(prompts):
+                common = min(shared, len(prompts[end]) - 1, _common_prefix(prompts[start], prompts[end]))
+                longest_tail = max(len(p) for p in prompts[start: end + 1]) - common
+                if (end + 1 - start) * longest_tail > self.opts.prefill_tokens:
+                    break
+                shared, end = common, end + 1
+            yield start, end, shared
+            start = end
 
-        Prompts go through the model in groups of similar length of at most ``prefill_tokens`` padded
-        tokens, so a short prompt never pays for a long neighbour's padding; the groups' caches are then
-        laid side by side, left-padded to the longest prompt, to decode as one batch.
+    def _prefill(self, prompts: list[list[int]]) -> tuple[Any, Any, Any, Any]:
+        """Encode each prompt once and return (last-position logits, mask, positions, cache) for decoding.
+
+        ``prompts`` must be sorted by token ids, so prompts with a common beginning sit together: the
+        common part (a system prompt, or a search's prompt plus answer prefix) is encoded once, then the
+        tails of the run together on top of it. Each run's cache is [shared prefix][padding][tail]; the
+        runs are laid side by side, left-padded to the widest, and the mask and position ids skip padding.
         """
         import torch
         from transformers import DynamicCache
@@ -112,38 +130,39 @@ class TransformersBackend:
         from itool.plugins.backends.kv_cache import GrowingLayer
 
         model, device = self.policy.model, self.policy.device
-        width = max(len(ids) for ids in prompts)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for k, ids in enumerate(prompts):
-            mask[k, width - len(ids):] = 1
-        mask = mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, groups = [], []
-        start = 0
-        while start < len(prompts):  # prompts arrive sorted by length, so a group's last prompt is its longest
-            end = start + 1
-            while end < len(prompts) and (end + 1 - start) * len(prompts[end]) <= self.opts.prefill_tokens:
-                end += 1
-            group_width = len(prompts[end - 1])
-            ids = torch.full((end - start, group_width), self.policy.tokenizer.pad_token_id, dtype=torch.long)
-            for k, prompt in enumerate(prompts[start:end]):
-                ids[k, group_width - len(prompt):] = torch.tensor(prompt)
+        logits, parts = [], []
+        for start, end, shared in self._shared_prefix_groups(prompts):
+            rows = prompts[start:end]
             cache = DynamicCache()
-            out = model(input_ids=ids.to(device), attention_mask=mask[start:end, width - group_width:],
-                        position_ids=positions[start:end, width - group_width:], past_key_values=cache,
-                        use_cache=True, logits_to_keep=1)
+            if shared:
+                model(input_ids=torch.tensor([rows[0][:shared]], device=device), past_key_values=cache,
+                      use_cache=True, logits_to_keep=1)
+                cache.batch_repeat_interleave(len(rows))
+            tail_width = max(len(p) for p in rows) - shared
+            ids = torch.full((len(rows), tail_width), self.policy.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), shared + tail_width), dtype=torch.long)
+            mask[:, :shared] = 1
+            for k, prompt in enumerate(rows):
+                ids[k, tail_width - (len(prompt) - shared):] = torch.tensor(prompt[shared:])
+                mask[k, shared + tail_width - (len(prompt) - shared):] = 1
+            mask = mask.to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions[:, shared:],
+                        past_key_values=cache, use_cache=True, logits_to_keep=1)
             logits.append(out.logits[:, -1].float())
-            groups.append((cache, group_width))
-            start = end
-        layers = [GrowingLayer.side_by_side([(c.layers[i].keys, c.layers[i].values, w) for c, w in groups], width)
-                  for i in range(len(groups[0][0].layers))]
-        return torch.cat(logits), mask, positions, Cache(layers=layers)
+            parts.append((cache, mask))
+        width = max(mask.shape[1] for _, mask in parts)
+        mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for _, m in parts])
+        layers = [GrowingLayer.side_by_side([(c.layers[i].keys, c.layers[i].values, m.shape[1]) for c, m in parts],
+                                            width) for i in range(len(parts[0][0].layers))]
+        return torch.cat(logits), mask, (mask.cumsum(-1) - 1).clamp(min=0), Cache(layers=layers)
 
     def _generate_chunk(self, chunk: list[tuple[str, list[_Row]]], prompt_ids: dict[str, list[int]], done) -> None:
         """Prefill each prompt once, copy its cache to its rows, then decode to the end."""
         import torch
 
         model, device = self.policy.model, self.policy.device
+        chunk = sorted(chunk, key=lambda item: prompt_ids[item[0]])  # common beginnings side by side
         with torch.inference_mode():
             logits, mask, positions, cache = self._prefill([prompt_ids[p] for p, _ in chunk])
             owner = torch.tensor([k for k, (_, rows) in enumerate(chunk) for _ in rows], device=device)
@@ -222,6 +241,15 @@ class TransformersBackend:
             scores = score_completions(self.policy.model, self.policy.tokenizer, prompts, continuations,
                                        batch_size=self.opts.score_batch_size, max_length=self.opts.max_length)
         return [Score(logprob_sum=s, n_tokens=n) for s, n in scores]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def transformers_backend(policy: Any, opts: TransformersBackendOptions) -> TransformersBackend:

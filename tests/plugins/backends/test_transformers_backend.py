@@ -43,6 +43,17 @@ def test_prompts_prefilled_in_separate_groups_decode_like_one_batch(shared_polic
     assert [gens[0].text for gens in out] == [g.text for g in greedy]
 
 
+def test_prompts_with_a_common_beginning_decode_as_if_each_were_alone(backend, shared_policy):
+    """A search's prompts: one question plus different answer prefixes (one prompt is a prefix of another)."""
+    question = chat(shared_policy, "List three prime numbers.")
+    prompts = [question, question + "Sure", question + "Sure! Here", question + "No"]
+    alone = [backend.generate([GenerationRequest(p, max_new_tokens=8, temperature=0)])[0][0] for p in prompts]
+    together = backend.generate([GenerationRequest(p, max_new_tokens=8, temperature=0) for p in prompts])
+    for a, (t,) in zip(alone, together):
+        assert t.text == a.text
+        assert t.token_logprobs == pytest.approx(a.token_logprobs, abs=1e-3)
+
+
 def test_a_long_answer_grows_the_cache_past_its_spare_room(backend, shared_policy, prompts):
     """The cache starts with room for 64 more tokens; 90 greedy tokens must match the one-shot forward pass."""
     import torch
