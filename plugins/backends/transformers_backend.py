@@ -30,7 +30,7 @@ class TransformersBackendOptions(BaseModel):
     prefill_tokens: int = Field(4096, ge=1, description="Padded prompt tokens per prefill forward pass (beyond a shared prefix).")
     score_batch_size: int = Field(8, ge=1, description="Prompt+continuation rows per forward pass in score().")
     max_length: int | None = Field(None, ge=1, description="Truncate prompt+continuation to this many tokens in score().")
-    progress_min_rows: int = Field(64, ge=1, description="Show a progress bar for waves of at least this many rows.")
+    progress_min_rows: int = Field(16, ge=1, description="Show a progress bar for waves of at least this many rows.")
 
 
 @dataclass
