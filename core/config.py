@@ -60,8 +60,8 @@ class RunConfig(BaseModel):
     device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:N]'.")
     dtype: str = Field(default="auto", description="'auto' (bf16 where it works), 'bfloat16', 'float32'.")
     rounds: int = Field(default=1, ge=0, description="Reinforcement rounds after the warm-up.")
-    train_limit: int | None = Field(default=48, ge=1, description="Use at most this many train samples.")
-    eval_limit: int | None = Field(default=32, ge=1, description="Evaluate on at most this many samples.")
+    train_limit: int | None = Field(default=32, ge=1, description="Use at most this many train samples.")
+    eval_limit: int | None = Field(default=16, ge=1, description="Evaluate on at most this many samples.")
     eval_base: bool = Field(default=True, description="Evaluate the untrained model first.")
 
     loader: ComponentSpec = ComponentSpec(name="transformers")

@@ -102,16 +102,23 @@ class TransformersBackend:
 
     def _shared_prefix_groups(self, prompts: list[list[int]]) -> Iterator[tuple[int, int, int]]:
         """(start, end, shared): runs of ``prompts`` (sorted by token ids) that share their first ``shared``
-        tokens, each run's tails fitting in ``prefill_tokens``; every prompt keeps at least one tail token."""
+        tokens; every prompt keeps at least one tail token.
+
+        A run grows while that costs fewer encoded tokens (shared prefix once, then every tail padded to
+        the longest) than encoding the next prompt on its own, and its tails fit in ``prefill_tokens``.
+        So a search's rollouts of one sample share its prompt, and unrelated prompts share at most a
+        system-prompt header when their lengths are close."""
         start = 0
         while start < len(prompts):
-            end, shared = start + 1, len(prompts[start]) - 1
+            end, shared, longest = start + 1, len(prompts[start]) - 1, len(prompts[start])
             while end < len(prompts):
                 common = min(shared, len(prompts[end]) - 1, _common_prefix(prompts[start], prompts[end]))
-                longest_tail = max(len(p) for p in prompts[start: end + 1]) - common
-                if (end + 1 - start) * longest_tail > self.opts.prefill_tokens:
+                widest = max(longest, len(prompts[end]))
+                tails = (end + 1 - start) * (widest - common)
+                alone = shared + (end - start) * (longest - shared) + len(prompts[end])
+                if tails > self.opts.prefill_tokens or common + tails > alone:
                     break
-                shared, end = common, end + 1
+                shared, longest, end = common, widest, end + 1
             yield start, end, shared
             start = end
 
