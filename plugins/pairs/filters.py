@@ -9,7 +9,7 @@ from itool.schemas import PreferencePair
 
 class PairFilterOptions(BaseModel):
     min_gap: float = Field(0.1, ge=0, description="Keep a pair only if chosen value - rejected value >= this.")
-    min_chosen: float = Field(-0.3, description="Keep a pair only if the chosen value is >= this.")
+    min_chosen: float = Field(-0.5, description="Keep a pair only if the chosen value is >= this (official code: -0.3; with the ast reward -1/3 means the right function with wrong arguments).")
     max_overlap: float = Field(0.95, ge=0, le=1, description="Drop pairs whose two texts share more words than this.")
 
 
