@@ -25,7 +25,7 @@ from itool.plugins.samplers.simple import keep_count
 
 
 class PerplexityOptions(BaseModel):
-    fraction: float = Field(0.25, gt=0, le=1, description="Share of the samples to keep (paper 0.1; official code 0.3).")
+    fraction: float = Field(0.1, gt=0, le=1, description="Share of the samples to keep (paper 0.1; official code 0.3).")
     stratify: bool = Field(True, description="Select call and no-call answers separately, each with the fraction.")
 
 
