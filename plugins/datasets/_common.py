@@ -7,7 +7,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import BaseModel, Field
 
@@ -49,6 +49,20 @@ RECORD_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError)  #
 
 def skip_reason(exc: Exception) -> str:
     return str(exc) if isinstance(exc, Malformed) else "malformed record"
+
+
+def collect_samples(records: Iterable[Any], make: Callable[[int, Any], Sample | list[Sample]], skips: SkipLog) -> list[Sample]:
+    """The sample(s) ``make(index, record)`` builds from each record; a malformed record is skipped and
+    its reason counted."""
+    samples: list[Sample] = []
+    for index, record in enumerate(records):
+        try:
+            made = make(index, record)
+        except RECORD_ERRORS as exc:
+            skips.skip(skip_reason(exc))
+            continue
+        samples.extend(made if isinstance(made, list) else [made])
+    return samples
 
 
 def check_split(split: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from itool import hookimpl
 from itool.plugins.datasets._common import (
-    RECORD_ERRORS, FileDatasetOptions, Malformed, SkipLog, arrow_records, load_file_dataset, skip_reason,
+    FileDatasetOptions, Malformed, SkipLog, arrow_records, collect_samples, load_file_dataset,
 )
 from itool.plugins.formats.python_calls import PythonCallFormat, PythonFormatOptions
 from itool.schemas import Message, Sample
@@ -67,13 +67,8 @@ def conversation_samples(index: int, record: dict[str, Any], parser: PythonCallF
 
 def read(path: Path, skips: SkipLog) -> list[Sample]:
     parser = PythonCallFormat(PythonFormatOptions())
-    samples: list[Sample] = []
-    for index, record in enumerate(arrow_records(path, "toolace")):  # one Arrow type fits every record
-        try:
-            samples.extend(conversation_samples(index, record, parser))
-        except RECORD_ERRORS as exc:
-            skips.skip(skip_reason(exc))
-    return samples
+    return collect_samples(arrow_records(path, "toolace"),  # one Arrow type fits every record
+                           lambda index, record: conversation_samples(index, record, parser), skips)
 
 
 def load(split: str, opts: FileDatasetOptions) -> list[Sample]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from itool import hookimpl
 from itool.plugins.datasets._common import (
-    RECORD_ERRORS, FileDatasetOptions, Malformed, SkipLog, json_records, json_value, load_file_dataset, skip_reason,
+    FileDatasetOptions, Malformed, SkipLog, collect_samples, json_records, json_value, load_file_dataset,
 )
 from itool.schemas import Message, Sample, ToolCall
 
@@ -76,13 +76,7 @@ def record_sample(index: int, record: dict[str, Any]) -> Sample:
 
 
 def read(path: Path, skips: SkipLog) -> list[Sample]:
-    samples = []
-    for index, record in enumerate(json_records(path, skips)):
-        try:
-            samples.append(record_sample(index, record))
-        except RECORD_ERRORS as exc:
-            skips.skip(skip_reason(exc))
-    return samples
+    return collect_samples(json_records(path, skips), record_sample, skips)
 
 
 def load(split: str, opts: FileDatasetOptions) -> list[Sample]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from itool import hookimpl
 from itool.plugins.datasets._common import (
-    RECORD_ERRORS, FileDatasetOptions, Malformed, SkipLog, arrow_records, json_value, load_file_dataset, skip_reason,
+    FileDatasetOptions, Malformed, SkipLog, arrow_records, collect_samples, json_value, load_file_dataset,
 )
 from itool.schemas import Message, Sample, ToolCall
 
@@ -30,13 +30,7 @@ def record_sample(index: int, record: dict[str, Any]) -> Sample:
 
 
 def read(path: Path, skips: SkipLog) -> list[Sample]:
-    samples = []
-    for index, record in enumerate(arrow_records(path, "xlam")):  # flat string columns: Arrow types them
-        try:
-            samples.append(record_sample(index, record))
-        except RECORD_ERRORS as exc:
-            skips.skip(skip_reason(exc))
-    return samples
+    return collect_samples(arrow_records(path, "xlam"), record_sample, skips)  # flat string columns: Arrow types them
 
 
 def load(split: str, opts: FileDatasetOptions) -> list[Sample]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 from pydantic import BaseModel, Field
 
 from itool import hookimpl
 from itool.components import ParseResult
-from itool.plugins.formats.rendering import render_chat
-from itool.schemas import Sample, ToolCall
+from itool.plugins.formats.rendering import ToolListPrompt
+from itool.schemas import ToolCall
 
 DEFAULT_SYSTEM_PROMPT = (
     "You can call functions to answer the user's request. Decide which of the functions below to call "
@@ -39,18 +38,11 @@ class JsonFormatOptions(BaseModel):
     max_chars: int = Field(20_000, ge=1, description="Longer model output is rejected unparsed.")
 
 
-class JsonCallFormat:
+class JsonCallFormat(ToolListPrompt):
     """Renders prompts asking for JSON call lists and parses them with ``json``."""
 
     def __init__(self, opts: JsonFormatOptions):
         self.opts = opts
-
-    def system_text(self, sample: Sample) -> str:
-        tools = json.dumps(sample.tools, ensure_ascii=False)
-        return f"{self.opts.system_prompt}\n\nHere is a list of functions in JSON format that you can invoke:\n{tools}"
-
-    def render_prompt(self, sample: Sample, tokenizer: Any) -> str:
-        return render_chat(self.system_text(sample), sample.messages, self.render_answer, tokenizer)
 
     def render_answer(self, calls: list[ToolCall]) -> str:
         if not calls:

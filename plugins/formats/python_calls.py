@@ -14,7 +14,6 @@ Model text is only ever handed to ``ast.parse``; nothing is evaluated.
 from __future__ import annotations
 
 import ast
-import json
 import re
 from typing import Any
 
@@ -22,8 +21,8 @@ from pydantic import BaseModel, Field
 
 from itool import hookimpl
 from itool.components import ParseResult
-from itool.plugins.formats.rendering import render_chat
-from itool.schemas import Sample, ToolCall
+from itool.plugins.formats.rendering import ToolListPrompt
+from itool.schemas import ToolCall
 
 DEFAULT_SYSTEM_PROMPT = (
     "You can call functions to answer the user's request. Decide which of the functions below to call "
@@ -124,20 +123,13 @@ def matching_end(text: str, start: int, max_depth: int) -> int:
     return -1
 
 
-class PythonCallFormat:
+class PythonCallFormat(ToolListPrompt):
     """Renders BFCL-style prompts and parses ``[f(a=1)]`` answers with ``ast``."""
 
     def __init__(self, opts: PythonFormatOptions):
         self.opts = opts
 
     # -- prompting --------------------------------------------------------------------------------
-    def system_text(self, sample: Sample) -> str:
-        tools = json.dumps(sample.tools, ensure_ascii=False)
-        return f"{self.opts.system_prompt}\n\nHere is a list of functions in JSON format that you can invoke:\n{tools}"
-
-    def render_prompt(self, sample: Sample, tokenizer: Any) -> str:
-        return render_chat(self.system_text(sample), sample.messages, self.render_answer, tokenizer)
-
     def render_answer(self, calls: list[ToolCall]) -> str:
         if not calls:
             return self.opts.no_call_text

@@ -4,10 +4,11 @@ templates, SmolLM2's included, ignore ``tools=``)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from itool.errors import ItoolError
-from itool.schemas import Message, ToolCall
+from itool.schemas import Message, Sample, ToolCall
 
 
 def chat_messages(system_text: str, messages: list[Message], render_answer: Callable[[list[ToolCall]], str]) -> list[dict]:
@@ -47,3 +48,20 @@ def render_chat(system_text: str, messages: list[Message], render_answer: Callab
         if not any(m["role"] == "tool" for m in chat):
             raise
     return tokenizer.apply_chat_template(tool_results_as_user(chat), tokenize=False, add_generation_prompt=True)
+
+
+class ToolListPrompt:
+    """Prompting shared by the call formats: the instructions, then the tools as JSON (BFCL's style),
+    then the conversation through the chat template. A format adds ``render_answer`` and ``parse``."""
+
+    opts: Any
+
+    def system_text(self, sample: Sample) -> str:
+        tools = json.dumps(sample.tools, ensure_ascii=False)
+        return f"{self.opts.system_prompt}\n\nHere is a list of functions in JSON format that you can invoke:\n{tools}"
+
+    def render_prompt(self, sample: Sample, tokenizer: Any) -> str:
+        return render_chat(self.system_text(sample), sample.messages, self.render_answer, tokenizer)
+
+    def render_answer(self, calls: list[ToolCall]) -> str:
+        raise NotImplementedError

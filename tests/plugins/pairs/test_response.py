@@ -25,4 +25,4 @@ def test_best_and_worst_rollouts_of_each_tree_make_one_pair_from_the_bare_prompt
 
 def test_filters_apply_to_rewards():
     assert response_pairs(None, [best_of_three([0.5, 0.45, 0.42])], PairFilterOptions()) == []
-    assert response_pairs(None, [best_of_three([-0.4, -0.9, -1.0])], PairFilterOptions()) == []
+    assert response_pairs(None, [best_of_three([-0.6, -0.9, -1.0])], PairFilterOptions()) == []  # chosen below min_chosen
