@@ -260,7 +260,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def transformers_backend(policy: Any, opts: TransformersBackendOptions) -> TransformersBackend:
-    """Batched sampling with a shared prompt prefill per request, log-probs and scoring (Hugging Face)."""
+    """Batched sampling and scoring with log-probs; prompts with a common beginning encode it once (Hugging Face)."""
     return TransformersBackend(policy, opts)
 
 
