@@ -3,8 +3,8 @@
 Requests that share a prompt share its prefill: each distinct prompt is encoded once, then its KV cache
 is copied to all of its ``n`` samples (``batch_select_indices``). Prompts that merely begin alike (the
 same system prompt; a tree search's prompt plus different answer prefixes) encode the common beginning
-once. Rows that finish (EOS, a
-stop string, their token budget) leave the batch, so long-running rows do not drag finished ones along.
+once. Rows that finish (EOS, a stop string, their token budget) leave the batch, so long-running rows
+do not drag finished ones along.
 
 Log-probs: ``Generation.token_logprobs`` are the *model's* log-probs of the generated tokens, i.e.
 ``log_softmax(logits)`` before temperature and top-p are applied. They are the same quantity ``score``
@@ -14,6 +14,7 @@ They cover the tokens of ``text`` only (not the EOS token, nor tokens cut off wi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -112,7 +113,7 @@ class TransformersBackend:
         while start < len(prompts):
             end, shared, longest = start + 1, len(prompts[start]) - 1, len(prompts[start])
             while end < len(prompts):
-                common = min(shared, len(prompts[end]) - 1, _common_prefix(prompts[start], prompts[end]))
+                common = min(shared, len(prompts[end]) - 1, len(os.path.commonprefix([prompts[start], prompts[end]])))
                 widest = max(longest, len(prompts[end]))
                 tails = (end + 1 - start) * (widest - common)
                 alone = shared + (end - start) * (longest - shared) + len(prompts[end])
@@ -248,15 +249,6 @@ class TransformersBackend:
             scores = score_completions(self.policy.model, self.policy.tokenizer, prompts, continuations,
                                        batch_size=self.opts.score_batch_size, max_length=self.opts.max_length)
         return [Score(logprob_sum=s, n_tokens=n) for s, n in scores]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def transformers_backend(policy: Any, opts: TransformersBackendOptions) -> TransformersBackend:
