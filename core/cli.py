@@ -88,6 +88,8 @@ def flags_layer(params: dict[str, Any]) -> dict[str, Any]:
     for key in ("name", "runs_dir", "seed", "model", "device", "dtype", "rounds", "train_limit", "eval_limit", "eval_base"):
         if params.get(key) is not None:
             layer[key] = params[key]
+    if params.get("adapters"):
+        layer["adapters"] = [str(path) for path in params["adapters"]]
     for field in COMPONENT_FIELDS:
         if params.get(field):
             layer[field] = params[field]
@@ -110,6 +112,8 @@ def flags_layer(params: dict[str, Any]) -> dict[str, Any]:
 @click.option("--train-limit", type=int, help="Use at most N train samples.")
 @click.option("--eval-limit", type=int, help="Evaluate on at most N test samples.")
 @click.option("--eval-base/--no-eval-base", default=None, help="Evaluate the untrained model first.")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path),
+              help="Start from the model plus this PEFT adapter (repeatable, merged in order).")
 @click.option("--device", help="auto, cpu or cuda[:N].")
 @click.option("--dtype", help="auto, bfloat16 or float32.")
 @component_options

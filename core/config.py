@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from itool.errors import ItoolError, describe_validation_error
 
@@ -63,6 +63,10 @@ class RunConfig(BaseModel):
     train_limit: int | None = Field(default=32, ge=1, description="Use at most this many train samples.")
     eval_limit: int | None = Field(default=16, ge=1, description="Evaluate on at most this many samples.")
     eval_base: bool = Field(default=True, description="Evaluate the untrained model first.")
+    adapters: list[Path] = Field(
+        default_factory=list,
+        description="PEFT adapters merged into the model before the run, in order (e.g. another run's warm-up).",
+    )
 
     loader: ComponentSpec = ComponentSpec(name="transformers")
     backend: ComponentSpec = ComponentSpec(name="transformers")
@@ -76,6 +80,14 @@ class RunConfig(BaseModel):
     trainer: ComponentSpec = ComponentSpec(name="lora")
     loss: ComponentSpec = ComponentSpec(name="simpo")
     evaluator: ComponentSpec = ComponentSpec(name="bfcl")
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapters_exist(cls, paths: list[Path]) -> list[Path]:
+        for path in paths:
+            if not (path / "adapter_config.json").is_file():
+                raise ValueError(f"not a PEFT adapter folder (no adapter_config.json): {path}")
+        return paths
 
     @model_validator(mode="before")
     @classmethod

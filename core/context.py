@@ -75,7 +75,7 @@ class RunContext:
     def policy(self) -> Any:
         loader, opts = self.component("loader")
         policy = loader.obj(self.config.model, opts, device=self.config.device, dtype=self.config.dtype)
-        for adapter in self.run.adapters:
+        for adapter in [*self.config.adapters, *self.run.adapters]:
             policy.merge_adapter(adapter)
         return policy
 

@@ -17,4 +17,7 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     value = err.get("input")
     shown = f", got {value!r}" if value is not None and not isinstance(value, dict) else ""
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {err['msg']}{shown}{more}"
+    message = err["msg"].removeprefix("Value error, ")  # our validators' own words need no pydantic prefix
+    if err["type"] == "value_error":
+        shown = ""  # a validator's message already names the bad value
+    return f"{where}: {message}{shown}{more}"

@@ -70,8 +70,8 @@ def summary_rows(summaries: dict[str, dict[str, float]]) -> list[str]:
     return list(dict.fromkeys(row for summary in summaries.values() for row in summary))
 
 
-def write_outputs(out: Path, results: dict[str, Any]) -> str:
-    """compare.json, compare.md and compare.png; returns the markdown table."""
+def results_table(results: dict[str, Any]) -> str:
+    """The markdown table: evaluation rows (accuracy %), then the trainers' final numbers, one column per loss."""
     columns = list(results["eval"])
     rows = summary_rows(results["eval"])
     lines = ["| row | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
@@ -83,14 +83,18 @@ def write_outputs(out: Path, results: dict[str, Any]) -> str:
         if any(isinstance(v, (int, float)) for v in values.values()):
             cells = [f"{v:.4g}" if isinstance(v, (int, float)) else "" for v in values.values()]
             lines.append(f"| train {key} (final) | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, results: dict[str, Any]) -> None:
+    """compare.json, compare.md and compare.png."""
+    table = results_table(results)
     write_json(out / "compare.json", results)
     header = (f"# Loss comparison\n\npairs: `{results['pairs']}` ({results['n_pairs']}), seed {results['seed']}, "
               f"start: {results['start'] or 'base model'}; evaluation accuracy in %, on the same "
               f"{results['n_eval']} held-out samples.\n\n")
     write_text(out / "compare.md", header + table + "\n\n![evaluation by loss](compare.png)\n")
-    plot(out / "compare.png", results["eval"], rows)
-    return table
+    plot(out / "compare.png", results["eval"], summary_rows(results["eval"]))
 
 
 def plot(path: Path, summaries: dict[str, dict[str, float]], rows: list[str]) -> None:
@@ -114,6 +118,44 @@ def plot(path: Path, summaries: dict[str, dict[str, float]], rows: list[str]) ->
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def compare_losses(registry: Any, names: list[str], pairs_path: Path, pairs: list[PreferencePair], adapters: list[Path],
+                   out: Path, layers: list[dict[str, Any]], *, eval_start: bool = True,
+                   start_label: str | None = None) -> dict[str, Any]:
+    """Train every loss in ``names`` from the same start on ``pairs``, evaluate each; write and return
+    the results. ``layers`` are config layers shared by every loss (model, dataset, evaluator, trainer)."""
+    from itool.config import build_config, dump_config
+    from itool.context import RunContext
+    from itool.loop import Stage, evaluate, run_stage
+
+    columns = ([START] if eval_start else []) + names
+    shared = [*layers, {"runs_dir": str(out), "eval_base": False}]
+    # Every config is built and every component resolved before anything trains.
+    configs = {c: build_config([*shared, {"name": c, **({} if c == START else {"loss": c})}]) for c in columns}
+    for column, config in configs.items():
+        RunContext(config, registry, run=None)
+        if (out / column / STATE_FILE).exists():
+            raise ItoolError(f"--out {out} already holds a comparison ({column}); choose another --out")
+
+    results: dict[str, Any] = {"losses": names, "pairs": str(pairs_path), "n_pairs": len(pairs),
+                               "start": start_label, "seed": configs[columns[0]].seed, "eval": {}, "train": {}}
+    for column in columns:
+        config = configs[column]
+        ctx = RunContext(config, registry, RunDir.create(out, column))
+        write_text(ctx.run.path / CONFIG_FILE, dump_config(config))
+        for adapter in adapters:
+            ctx.policy.merge_adapter(adapter)
+        if column != START:
+            trainer, trainer_options = ctx.component("trainer")
+            run_stage(ctx, Stage("train", lambda c: trainer.obj(c, pairs, trainer_options)))
+            results["train"][column] = ctx.run.result("train")
+        run_stage(ctx, Stage("eval", evaluate))
+        results["eval"][column] = ctx.run.result("eval")["summary"]
+        results["n_eval"] = ctx.run.result("eval")["n"]
+        del ctx  # one policy in memory at a time
+    write_outputs(out, results)
+    return results
 
 
 @click.command("compare")
@@ -143,50 +185,23 @@ def compare(losses: str, pairs_path: Path, start: Path | None, seed: int | None,
     from rich.markdown import Markdown
 
     from itool.cli import get_registry
-    from itool.config import build_config, dump_config, parse_option
-    from itool.context import RunContext
-    from itool.loop import Stage, evaluate, run_stage
+    from itool.config import parse_option
 
     registry = get_registry()
     names = parse_losses(losses, registry)
     pairs = read_pairs(pairs_path)
     adapters, start_model = start_point(start)
     out = out or Path("runs") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
-    flags: dict[str, Any] = {"runs_dir": str(out), "eval_base": False}
+    flags: dict[str, Any] = {}
     for key, value in (("seed", seed), ("eval_limit", eval_limit), ("model", model or start_model)):
         if value is not None:
             flags[key] = value
     if trainer_opts:
         flags["trainer"] = {"options": dict(parse_option(o, "--trainer-opt") for o in trainer_opts)}
     base = read_config_file(config_file) if config_file else {}
-    columns = ([START] if eval_start else []) + names
-    # Every config is built and every component resolved before anything trains.
-    configs = {c: build_config([base, flags, {"name": c, **({} if c == START else {"loss": c})}]) for c in columns}
-    for column, config in configs.items():
-        RunContext(config, registry, run=None)
-        if (out / column / STATE_FILE).exists():
-            raise ItoolError(f"--out {out} already holds a comparison ({column}); choose another --out")
-
-    results: dict[str, Any] = {"losses": names, "pairs": str(pairs_path), "n_pairs": len(pairs),
-                               "start": str(start) if start else None, "seed": configs[columns[0]].seed,
-                               "eval": {}, "train": {}}
-    for column in columns:
-        config = configs[column]
-        ctx = RunContext(config, registry, RunDir.create(out, column))
-        write_text(ctx.run.path / CONFIG_FILE, dump_config(config))
-        for adapter in adapters:
-            ctx.policy.merge_adapter(adapter)
-        if column != START:
-            trainer, trainer_options = ctx.component("trainer")
-            run_stage(ctx, Stage("train", lambda c: trainer.obj(c, pairs, trainer_options)))
-            results["train"][column] = ctx.run.result("train")
-        run_stage(ctx, Stage("eval", evaluate))
-        results["eval"][column] = ctx.run.result("eval")["summary"]
-        results["n_eval"] = ctx.run.result("eval")["n"]
-        del ctx  # one policy in memory at a time
-
-    table = write_outputs(out, results)
-    Console().print(Markdown(table))
+    results = compare_losses(registry, names, pairs_path, pairs, adapters, out, [base, flags], eval_start=eval_start,
+                             start_label=str(start) if start else None)
+    Console().print(Markdown(results_table(results)))
     click.echo(f"comparison: {out / 'compare.md'}", err=True)
 
 

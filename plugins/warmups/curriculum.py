@@ -35,7 +35,7 @@ class WarmupOptions(BaseModel):
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
     max_length: int = Field(1024, ge=16, description="Longest prompt+answer in tokens (prompt trimmed first).")
     eval_samples: int = Field(16, ge=1, description="Held-out test samples for the before/after answer-token loss.")
-    seed: int = Field(0, description="Seed of the LoRA initialisation and the shuffling.")
+    seed: int | None = Field(None, description="Seed of the LoRA initialisation and the shuffling; default: the run's seed for this stage.")
 
 
 @dataclass
@@ -76,11 +76,12 @@ def train_sft(ctx: Any, samples: list[Sample], opts: WarmupOptions, *, curriculu
         return {"samples": 0, "skipped": True}
     policy = ctx.policy
     examples = examples_of(ctx, samples)
-    order = training_order(examples, opts.epochs, opts.seed, curriculum=curriculum)
+    seed = opts.seed if opts.seed is not None else ctx.stage_seed(ctx.stage or "warmup")
+    order = training_order(examples, opts.epochs, seed, curriculum=curriculum)
 
     before = heldout_loss(ctx, opts)
     ctx.log("heldout", loss=before, when="before")
-    torch.manual_seed(opts.seed)
+    torch.manual_seed(seed)
     peft_model = add_lora(policy.model, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout)
     nll = {stage: 0.0 for stage in BUCKETS}
     tokens = {stage: 0 for stage in BUCKETS}
