@@ -1,11 +1,16 @@
 """Search throughput: the same PUCT search on the real model, twice in one process.
 
 - batched: every simulation sends the expansions (then the rollouts) of all samples' open leaves to the
-  backend in one ``generate`` call, a wave;
-- naive: one request per ``generate`` call (one leaf's expansion, or one rollout, at a time).
+  backend in one ``generate`` call, a wave, and the backend keeps the prompts it encoded for the
+  search's later waves (``keep_prefixes``);
+- naive: one request per ``generate`` call (one leaf's expansion, or one rollout, at a time), every
+  prompt encoded afresh;
+- naive+kept (``--modes``): one request per call, prompts kept: what the kept prompts alone give.
 
-Both use the same options, seed, samples and reward; only the calls differ. Prints generate calls,
-nodes/minute and step pairs/minute for each, and the batched/naive ratio of both rates.
+All use the same options, seed, samples and reward; only the calls differ. Prints generate calls,
+prompt tokens encoded, nodes/minute and step pairs/minute for each, and the batched/naive ratios.
+``--adapter`` searches with a trained policy (e.g. a run's warm-up adapter), whose rollouts are
+sometimes right, so that pairs are made.
 
     .venv/bin/python benchmarks/search_throughput.py --samples 8 --simulations 3
 """
@@ -47,12 +52,20 @@ def main() -> None:
     parser.add_argument("--max-depth", type=int, default=3)
     parser.add_argument("--step-max-tokens", type=int, default=24)
     parser.add_argument("--rollout-max-tokens", type=int, default=64)
-    parser.add_argument("--naive-first", action="store_true", help="run the naive search first")
+    parser.add_argument("--modes", default="batched,naive", help="comma-separated, run in this order: "
+                        "batched, naive, naive+kept")
+    parser.add_argument("--adapter", help="PEFT adapter merged into the model first (e.g. runs/X/warmup/adapter)")
     args = parser.parse_args()
+    modes = {"batched": {}, "naive": {"wave_size": 1, "keep_prefixes": False}, "naive+kept": {"wave_size": 1}}
+    chosen = [m.strip() for m in args.modes.split(",")]
+    if unknown := [m for m in chosen if m not in modes]:
+        parser.error(f"unknown mode(s) {unknown}; choose from {list(modes)}")
 
     with tempfile.TemporaryDirectory() as runs_dir:
         ctx = make_ctx(args, runs_dir)
         samples = ctx.samples("train")
+        if args.adapter:
+            ctx.policy.merge_adapter(args.adapter)
         print(f"model {args.model} on {ctx.policy.device}, {len(samples)} BFCL samples "
               f"({args.categories}); {args.simulations} simulations, width {args.width}")
         base = dict(simulations=args.simulations, width=args.width, max_depth=args.max_depth,
@@ -60,21 +73,23 @@ def main() -> None:
         # warm-up: first-call overheads (kernels, caches) must not count against either run
         puct(ctx, samples[:1], PuctOptions(**{**base, "simulations": 1}))
 
-        modes = [("batched", None), ("naive", 1)]
         rates = {}
-        for mode, wave_size in (reversed(modes) if args.naive_first else modes):
+        for mode in chosen:
+            encoded = ctx.backend.encoded_tokens
             started = time.perf_counter()
-            trees = puct(ctx, samples, PuctOptions(**base, wave_size=wave_size))
+            trees = puct(ctx, samples, PuctOptions(**base, **modes[mode]))
             minutes = (time.perf_counter() - started) / 60
             pairs = step_pairs(ctx, trees, StepPairOptions())
             nodes = sum(len(t.nodes) - 1 for t in trees)
             calls = trees[0].meta["generate_calls"]
             rates[mode] = (nodes / minutes, len(pairs) / minutes)
-            print(f"{mode:8s} {minutes * 60:7.1f} s  {calls:4d} generate calls  {nodes:4d} nodes "
+            print(f"{mode:10s} {minutes * 60:7.1f} s  {calls:4d} generate calls  "
+                  f"{ctx.backend.encoded_tokens - encoded:7d} prompt tokens encoded  {nodes:4d} nodes "
                   f"({nodes / minutes:6.1f}/min)  {len(pairs):3d} pairs ({len(pairs) / minutes:6.2f}/min)")
-        (b_nodes, b_pairs), (n_nodes, n_pairs) = rates["batched"], rates["naive"]
-        pair_ratio = f"{b_pairs / n_pairs:.2f}x" if n_pairs else "n/a (naive made no pairs)"
-        print(f"batched / naive: nodes/min {b_nodes / n_nodes:.2f}x, pairs/min {pair_ratio}")
+        for mode in [m for m in rates if m != "batched"] if "batched" in rates else []:
+            (b_nodes, b_pairs), (o_nodes, o_pairs) = rates["batched"], rates[mode]
+            pair_ratio = f"{b_pairs / o_pairs:.2f}x" if o_pairs else f"n/a ({mode} made no pairs)"
+            print(f"batched / {mode}: nodes/min {b_nodes / o_nodes:.2f}x, pairs/min {pair_ratio}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Only types live here: every implementation is a plugin.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -55,11 +56,21 @@ class Score:
 
 
 class GenerationBackend(Protocol):
+    """Optional: ``keep_prefixes()``, a context manager inside which the backend may reuse its encoding of
+    earlier prompts in later ``generate`` calls (the weights do not change inside it). Callers that send
+    growing prompts (a search's waves, multi-turn dialogues) open it through :func:`kept_prefixes`."""
+
     def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
         """One list of ``request.n`` generations per request, in order."""
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[Score]:
         """Log-prob sum and token count of each continuation given its prompt."""
+
+
+def kept_prefixes(backend: GenerationBackend, enabled: bool = True) -> AbstractContextManager:
+    """The backend's ``keep_prefixes()`` block where it offers one (and ``enabled``), else a no-op."""
+    keep = getattr(backend, "keep_prefixes", None)
+    return keep() if enabled and keep is not None else nullcontext()
 
 
 @dataclass

@@ -85,8 +85,8 @@ class RunConfig(BaseModel):
     @classmethod
     def _adapters_exist(cls, paths: list[Path]) -> list[Path]:
         for path in paths:
-            if not (path / "adapter_config.json").is_file():
-                raise ValueError(f"not a PEFT adapter folder (no adapter_config.json): {path}")
+            if not path.is_dir():
+                raise ValueError(f"adapter folder not found: {path}")
         return paths
 
     @model_validator(mode="before")

@@ -10,11 +10,18 @@ Log-probs: ``Generation.token_logprobs`` are the *model's* log-probs of the gene
 ``log_softmax(logits)`` before temperature and top-p are applied. They are the same quantity ``score``
 returns, whatever temperature sampled the text, so a search can compare priors across temperatures.
 They cover the tokens of ``text`` only (not the EOS token, nor tokens cut off with a stop string).
+
+Across calls: inside ``with backend.keep_prefixes():`` (a tree search opens it) every encoded prompt
+is kept, and a later prompt that begins like a kept one encodes only the rest. A search's next wave
+asks for its earlier prompts plus a few more answer tokens, so most of each prompt is encoded once per
+search instead of once per wave.
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -32,6 +39,8 @@ class TransformersBackendOptions(BaseModel):
     score_batch_size: int = Field(8, ge=1, description="Prompt+continuation rows per forward pass in score().")
     max_length: int | None = Field(None, ge=1, description="Truncate prompt+continuation to this many tokens in score().")
     progress_min_rows: int = Field(16, ge=1, description="Show a progress bar for waves of at least this many rows.")
+    kept_prefix_tokens: int = Field(
+        32768, ge=0, description="Prompt tokens whose keys/values keep_prefixes() holds (least recently used go first).")
 
 
 @dataclass
@@ -45,6 +54,40 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
 
 
+class PrefixStore:
+    """Keys/values of whole prompts, by token ids, least recently used dropped first beyond ``max_tokens``.
+
+    Written here because the cache classes of transformers hold one batch's cache, not a lookup of many
+    prompts' caches by their longest common beginning."""
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens = max_tokens
+        self.entries: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        self.tokens = 0
+
+    def longest(self, ids: list[int]) -> tuple[list[tuple[Any, Any]] | None, int]:
+        """The kept entry sharing the longest beginning with ``ids`` and that length (0: none)."""
+        best, length, ids = None, 0, tuple(ids)
+        for key in self.entries:
+            common = len(os.path.commonprefix([key, ids]))
+            if common > length:
+                best, length = key, common
+        if best is None:
+            return None, 0
+        self.entries.move_to_end(best)
+        return self.entries[best], length
+
+    def add(self, ids: list[int], layers: list[tuple[Any, Any]]) -> None:
+        key = tuple(ids)
+        if key in self.entries or len(key) > self.max_tokens:
+            return
+        self.entries[key] = layers
+        self.tokens += len(key)
+        while self.tokens > self.max_tokens:
+            dropped, _ = self.entries.popitem(last=False)
+            self.tokens -= len(dropped)
+
+
 class TransformersBackend:
     """Samples and scores with ``policy.model`` (always the current one: merged adapters are seen)."""
 
@@ -55,6 +98,22 @@ class TransformersBackend:
         eos = getattr(policy.model.generation_config, "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+        self.prefixes: PrefixStore | None = None
+        self.encoded_tokens = 0  # prompt tokens run through the model by generate(): what kept prefixes save
+
+    @contextmanager
+    def keep_prefixes(self) -> Iterator[None]:
+        """Reuse the encoding of prompts across ``generate`` calls inside this block (a search's waves).
+
+        The kept keys/values belong to the weights they were computed with, so they are dropped when the
+        block ends, and ignored if ``policy.model`` is replaced (an adapter merged) inside it."""
+        previous = self.prefixes
+        self.prefixes = PrefixStore(self.opts.kept_prefix_tokens)
+        self._prefixes_model = self.policy.model
+        try:
+            yield
+        finally:
+            self.prefixes = previous
 
     # -- generation ---------------------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
@@ -101,9 +160,10 @@ class TransformersBackend:
         if chunk:
             yield chunk
 
-    def _shared_prefix_groups(self, prompts: list[list[int]]) -> Iterator[tuple[int, int, int]]:
+    def _shared_prefix_groups(self, prompts: list[list[int]], kept: list[int]) -> Iterator[tuple[int, int, int]]:
         """(start, end, shared): runs of ``prompts`` (sorted by token ids) that share their first ``shared``
-        tokens; every prompt keeps at least one tail token.
+        tokens; every prompt keeps at least one tail token. ``kept[k]``: tokens of prompt ``k`` whose
+        encoding is already kept; a run never shares less than that, so no kept encoding is wasted.
 
         A run grows while that costs fewer encoded tokens (shared prefix once, then every tail padded to
         the longest) than encoding the next prompt on its own, and its tails fit in ``prefill_tokens``.
@@ -117,7 +177,7 @@ class TransformersBackend:
                 widest = max(longest, len(prompts[end]))
                 tails = (end + 1 - start) * (widest - common)
                 alone = shared + (end - start) * (longest - shared) + len(prompts[end])
-                if tails > self.opts.prefill_tokens or common + tails > alone:
+                if tails > self.opts.prefill_tokens or common + tails > alone or common < max(kept[start: end + 1]):
                     break
                 shared, longest, end = common, widest, end + 1
             yield start, end, shared
@@ -138,15 +198,24 @@ class TransformersBackend:
         from itool.plugins.backends.kv_cache import GrowingLayer
 
         model, device = self.policy.model, self.policy.device
+        store = self.prefixes if self.prefixes is not None and self._prefixes_model is model else None
+        found = [store.longest(p[:-1]) if store else (None, 0) for p in prompts]
         logits, parts = [], []
-        for start, end, shared in self._shared_prefix_groups(prompts):
+        for start, end, shared in self._shared_prefix_groups(prompts, [length for _, length in found]):
             rows = prompts[start:end]
             cache = DynamicCache()
-            if shared:
-                model(input_ids=torch.tensor([rows[0][:shared]], device=device), past_key_values=cache,
+            kept_layers, kept = max(found[start:end], key=lambda f: f[1])
+            if kept:
+                kept = min(kept, shared)
+                for i, (keys, values) in enumerate(kept_layers):
+                    cache.update(keys[:, :, :kept], values[:, :, :kept], i)
+            if shared > kept:
+                model(input_ids=torch.tensor([rows[0][kept:shared]], device=device), past_key_values=cache,
                       use_cache=True, logits_to_keep=1)
+            if shared:
                 cache.batch_repeat_interleave(len(rows))
             tail_width = max(len(p) for p in rows) - shared
+            self.encoded_tokens += shared - kept + len(rows) * tail_width
             ids = torch.full((len(rows), tail_width), self.policy.tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(rows), shared + tail_width), dtype=torch.long)
             mask[:, :shared] = 1
@@ -157,6 +226,11 @@ class TransformersBackend:
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions[:, shared:],
                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+            if store is not None:
+                for k, prompt in enumerate(rows):
+                    real = mask[k].bool()
+                    store.add(prompt, [(layer.keys[k:k + 1, :, real], layer.values[k:k + 1, :, real])
+                                       for layer in cache.layers])
             logits.append(out.logits[:, -1].float())
             parts.append((cache, mask))
         width = max(mask.shape[1] for _, mask in parts)

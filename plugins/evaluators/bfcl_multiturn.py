@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from itool.components import GenerationRequest
+from itool.components import GenerationRequest, kept_prefixes
 from itool.plugins.evaluators.bfcl_ast import Check, OK
 from itool.plugins.evaluators.safe_dispatch import Dispatcher, parse_call_text
 from itool.schemas import Message, Sample, ToolCall, Verdict
@@ -140,41 +140,47 @@ def _start_turn(episode: _Episode, turn: int) -> None:
     episode.turns.append([])
 
 
+def _step(ctx: Any, active: list[_Episode], turn: int, max_new_tokens: int) -> list[_Episode]:
+    """One assistant message for every active episode; its calls run. Returns the episodes that called."""
+    prompts = [
+        ctx.format.render_prompt(
+            e.entry.sample.model_copy(update={"messages": e.history, "tools": e.entry.tools_at(turn)}),
+            ctx.policy.tokenizer,
+        )
+        for e in active
+    ]
+    outputs = ctx.backend.generate(
+        [GenerationRequest(prompt=p, max_new_tokens=max_new_tokens, temperature=0.0) for p in prompts]
+    )
+    still_calling = []
+    for episode, generations in zip(active, outputs):
+        text = generations[0].text
+        episode.transcript.append(text)
+        calls = ctx.format.parse(text).calls
+        if not calls:
+            episode.history.append(Message(role="assistant", content=text))
+            continue
+        results = episode.dispatcher.run_calls(calls)
+        episode.turns[-1].append(calls)
+        episode.history.append(Message(role="assistant", tool_calls=calls))
+        episode.history += [Message(role="tool", name=c.name, content=r) for c, r in zip(calls, results)]
+        still_calling.append(episode)
+    return still_calling
+
+
 def run_multi_turn(ctx: Any, samples: list[Sample], max_new_tokens: int, max_steps_per_turn: int) -> list[Verdict]:
     """Generate greedily, turn by turn and step by step (all entries batched), and check each entry."""
     episodes = [_Episode(e, e.dispatcher()) for e in map(entry_of, samples)]
     n_turns = max((len(e.entry.user_turns) for e in episodes), default=0)
-    for turn in range(n_turns):
-        active = [e for e in episodes if turn < len(e.entry.user_turns)]
-        for episode in active:
-            _start_turn(episode, turn)
-        for _ in range(max_steps_per_turn):
-            if not active:
-                break
-            prompts = [
-                ctx.format.render_prompt(
-                    e.entry.sample.model_copy(update={"messages": e.history, "tools": e.entry.tools_at(turn)}),
-                    ctx.policy.tokenizer,
-                )
-                for e in active
-            ]
-            outputs = ctx.backend.generate(
-                [GenerationRequest(prompt=p, max_new_tokens=max_new_tokens, temperature=0.0) for p in prompts]
-            )
-            still_calling = []
-            for episode, generations in zip(active, outputs):
-                text = generations[0].text
-                episode.transcript.append(text)
-                calls = ctx.format.parse(text).calls
-                if not calls:
-                    episode.history.append(Message(role="assistant", content=text))
-                    continue
-                results = episode.dispatcher.run_calls(calls)
-                episode.turns[-1].append(calls)
-                episode.history.append(Message(role="assistant", tool_calls=calls))
-                episode.history += [Message(role="tool", name=c.name, content=r) for c, r in zip(calls, results)]
-                still_calling.append(episode)
-            active = still_calling
+    with kept_prefixes(ctx.backend):  # each step's prompt is the previous one plus the new messages
+        for turn in range(n_turns):
+            active = [e for e in episodes if turn < len(e.entry.user_turns)]
+            for episode in active:
+                _start_turn(episode, turn)
+            for _ in range(max_steps_per_turn):
+                if not active:
+                    break
+                active = _step(ctx, active, turn, max_new_tokens)
     verdicts = []
     for episode in episodes:
         result = check_multi_turn(episode.entry, episode.turns)

@@ -84,8 +84,15 @@ class ExperimentConfig(BaseModel):
             if arm.run not in self.runs:
                 raise ValueError(f"arm {arm.name!r} names unknown run {arm.run!r}")
         for name, spec in self.runs.items():
-            if spec.start_from and spec.start_from.partition(":")[0] not in self.runs:
-                raise ValueError(f"run {name!r}: start_from names unknown run {spec.start_from!r}")
+            seen, run = {name}, spec
+            while run.start_from:
+                source = run.start_from.partition(":")[0]
+                if source not in self.runs:
+                    raise ValueError(f"run {name!r}: start_from names unknown run {run.start_from!r}")
+                if source in seen:
+                    raise ValueError(f"run {name!r}: start_from goes round in a circle through {source!r}")
+                seen.add(source)
+                run = self.runs[source]
         if self.compare and self.compare.run not in self.runs:
             raise ValueError(f"compare names unknown run {self.compare.run!r}")
         if self.compare and self.compare.seed not in self.seeds_of(self.compare.run):
@@ -133,9 +140,14 @@ def adapters_until(run_dir: Path, stage: str) -> list[Path]:
 def planned_runs(exp: ExperimentConfig) -> list[tuple[str, str, int, float]]:
     """(run directory name, run, seed, fraction) in the order they run: seed by seed, so the first
     seed of every arm exists early; then the scaling sweep."""
+    def depth(run: str) -> int:  # a run that starts from another goes after it
+        source = exp.runs[run].start_from
+        return 0 if source is None else 1 + depth(source.partition(":")[0])
+
+    runs = sorted(exp.runs, key=depth)
     order: list[tuple[str, str, int, float]] = []
     for seed in sorted({s for run in exp.runs for s in exp.seeds_of(run)}, key=exp.seeds.index):
-        order += [(run_name(run, seed), run, seed, 1.0) for run in exp.runs if seed in exp.seeds_of(run)]
+        order += [(run_name(run, seed), run, seed, 1.0) for run in runs if seed in exp.seeds_of(run)]
     if exp.scaling:
         arm_runs = list(dict.fromkeys(a.run for a in exp.arms if a.name in exp.scaling.arms))
         for fraction in sorted(f for f in exp.scaling.fractions if f < 1.0):

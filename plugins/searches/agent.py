@@ -48,7 +48,7 @@ from typing import Any, Callable, Generator, Literal
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from itool.components import Generation, GenerationRequest
+from itool.components import Generation, GenerationRequest, kept_prefixes
 from itool.errors import ItoolError
 from itool.plugins.formats.python_calls import PythonCallFormat
 from itool.plugins.searches.tree import Waves, seed_sampling
@@ -338,7 +338,7 @@ def run_agent_search(ctx: Any, samples: list[Sample], opts: AgentSearchOptions, 
         _advance(searches, pending, i, next)
     waves = Waves(ctx.backend, opts.wave_size)
     started = time.perf_counter()
-    with tqdm(total=len(samples), desc=name, unit="sample", disable=not samples) as bar:
+    with tqdm(total=len(samples), desc=name, unit="sample", disable=not samples) as bar, kept_prefixes(ctx.backend):
         while pending:
             order = list(pending)
             outputs = waves.generate([pending[i] for i in order])

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, field_validator
 from tqdm.auto import tqdm
 
 from itool import hookimpl
-from itool.components import Generation, GenerationRequest
+from itool.components import Generation, GenerationRequest, kept_prefixes
 from itool.schemas import Sample, SearchNode, SearchTree
 from itool.plugins.searches.tree import (
     STEP_SPLITTERS, Tree, Waves, get_splitter, render_prompts, score_rollouts, seed_sampling, step_prior,
@@ -48,6 +48,8 @@ class PuctOptions(BaseModel):
     splitter: str = Field("call-syntax", description=f"Step splitter: {', '.join(STEP_SPLITTERS)}.")
     seed: int | None = Field(None, description="Seed for sampling; default: the seed the run set for this stage.")
     wave_size: int | None = Field(None, ge=1, description="Max requests per backend call; 1 = naive (no batching).")
+    keep_prefixes: bool = Field(
+        True, description="Let the backend keep encoded prompts between waves (false: the naive baseline).")
 
     @field_validator("splitter")
     @classmethod
@@ -98,39 +100,45 @@ def puct(ctx, samples: list[Sample], opts: PuctOptions) -> list[SearchTree]:
 
     waves = Waves(ctx.backend, opts.wave_size)
     trees = [Tree(sample, prompt) for sample, prompt in zip(samples, render_prompts(ctx, samples), strict=True)]
-    for simulation in tqdm(range(opts.simulations), desc="puct", unit="sim", disable=not samples):
-        started = time.perf_counter()
-        open_leaves: list[tuple[int, int]] = []
-        for index, tree in enumerate(trees):
-            leaf = select_leaf(tree, opts.c_puct)
-            node = tree.nodes[leaf]
-            if node.terminal or tree.depth(leaf) >= opts.max_depth:
-                tree.evaluate(leaf, node.meta["reward"])
-            else:
-                open_leaves.append((index, leaf))
-
-        expansions = waves.generate([
-            GenerationRequest(prompt=trees[i].prompt + trees[i].prefix(leaf), n=opts.width,
-                              max_new_tokens=opts.step_max_tokens, temperature=opts.temperature, top_p=opts.top_p)
-            for i, leaf in open_leaves
-        ])
-        children = [(i, child) for (i, leaf), gens in zip(open_leaves, expansions, strict=True)
-                    for child in expand(trees[i], leaf, gens, splitter, count_tokens)]
-
-        to_roll = [(i, child) for i, child in children if not child.terminal]
-        rollouts = waves.generate([
-            GenerationRequest(prompt=trees[i].prompt + trees[i].prefix(child.id), n=1,
-                              max_new_tokens=opts.rollout_max_tokens, temperature=opts.rollout_temperature)
-            for i, child in to_roll
-        ])
-        completions = {(i, child.id): gens[0].text for (i, child), gens in zip(to_roll, rollouts, strict=True)}
-        score_rollouts(ctx, trees, [
-            (i, child.id, trees[i].prefix(child.id) + completions.get((i, child.id), ""))
-            for i, child in children
-        ])
-        ctx.log("simulation", simulation=simulation, open_leaves=len(open_leaves), new_nodes=len(children),
-                generate_calls=waves.calls, seconds=round(time.perf_counter() - started, 3))
+    with kept_prefixes(ctx.backend, opts.keep_prefixes):
+        for simulation in tqdm(range(opts.simulations), desc="puct", unit="sim", disable=not samples):
+            simulate(ctx, trees, waves, opts, splitter, count_tokens, simulation)
     return [tree.finish(search="puct", simulations=opts.simulations, generate_calls=waves.calls) for tree in trees]
+
+
+def simulate(ctx, trees: list[Tree], waves: Waves, opts: PuctOptions, splitter, count_tokens, simulation: int) -> None:
+    """One simulation for every tree: select, expand (one wave), roll out (one wave), backpropagate."""
+    started = time.perf_counter()
+    open_leaves: list[tuple[int, int]] = []
+    for index, tree in enumerate(trees):
+        leaf = select_leaf(tree, opts.c_puct)
+        node = tree.nodes[leaf]
+        if node.terminal or tree.depth(leaf) >= opts.max_depth:
+            tree.evaluate(leaf, node.meta["reward"])
+        else:
+            open_leaves.append((index, leaf))
+
+    expansions = waves.generate([
+        GenerationRequest(prompt=trees[i].prompt + trees[i].prefix(leaf), n=opts.width,
+                          max_new_tokens=opts.step_max_tokens, temperature=opts.temperature, top_p=opts.top_p)
+        for i, leaf in open_leaves
+    ])
+    children = [(i, child) for (i, leaf), gens in zip(open_leaves, expansions, strict=True)
+                for child in expand(trees[i], leaf, gens, splitter, count_tokens)]
+
+    to_roll = [(i, child) for i, child in children if not child.terminal]
+    rollouts = waves.generate([
+        GenerationRequest(prompt=trees[i].prompt + trees[i].prefix(child.id), n=1,
+                          max_new_tokens=opts.rollout_max_tokens, temperature=opts.rollout_temperature)
+        for i, child in to_roll
+    ])
+    completions = {(i, child.id): gens[0].text for (i, child), gens in zip(to_roll, rollouts, strict=True)}
+    score_rollouts(ctx, trees, [
+        (i, child.id, trees[i].prefix(child.id) + completions.get((i, child.id), ""))
+        for i, child in children
+    ])
+    ctx.log("simulation", simulation=simulation, open_leaves=len(open_leaves), new_nodes=len(children),
+            generate_calls=waves.calls, seconds=round(time.perf_counter() - started, 3))
 
 
 @hookimpl

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from itool.components import GenerationRequest
-from itool.plugins.backends.transformers_backend import TransformersBackend, TransformersBackendOptions
+from itool.plugins.backends.transformers_backend import PrefixStore, TransformersBackend, TransformersBackendOptions
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +110,35 @@ def test_batched_and_unbatched_scores_agree(shared_policy, prompts):
 def test_registered_under_its_name(registry, shared_policy):
     component = registry.get("backend", "transformers")
     assert isinstance(component.obj(shared_policy, component.parse_options({"batch_size": 4})), TransformersBackend)
+
+
+# -- prompts kept across calls ----------------------------------------------------------------------
+def test_kept_prefixes_encode_only_the_new_tokens_and_decode_as_if_fresh(shared_policy, prompts, greedy):
+    """A search's second wave: the first wave's prompts plus some answer text. Inside keep_prefixes() the
+    prompts are not encoded again, and greedy answers and log-probs match a backend that keeps nothing."""
+    fresh = TransformersBackend(shared_policy, TransformersBackendOptions())
+    keeping = TransformersBackend(shared_policy, TransformersBackendOptions())
+    longer = [p + g.text[:8] for p, g in zip(prompts, greedy)]
+    requests = [GenerationRequest(p, max_new_tokens=10, temperature=0) for p in longer]
+    expected = fresh.generate(requests)
+    with keeping.keep_prefixes():
+        keeping.generate([GenerationRequest(p, max_new_tokens=2, temperature=0) for p in prompts])
+        before = keeping.encoded_tokens
+        got = keeping.generate(requests)
+        encoded = keeping.encoded_tokens - before
+    assert keeping.prefixes is None  # dropped when the block ends
+    assert encoded < fresh.encoded_tokens / 4
+    for want, have in zip(expected, got):
+        assert have[0].text == want[0].text
+        assert have[0].token_logprobs == pytest.approx(want[0].token_logprobs, abs=1e-3)
+
+
+def test_prefix_store_finds_the_longest_common_beginning_and_drops_the_least_recently_used():
+    store = PrefixStore(max_tokens=8)
+    store.add([1, 2, 3, 4], ["a"])
+    store.add([1, 2, 9], ["b"])
+    assert store.longest([1, 2, 3, 7]) == (["a"], 3)
+    assert store.longest([5]) == (None, 0)
+    store.add([6, 6], ["c"])  # 9 tokens > 8: [1, 2, 9] was used least recently
+    assert store.longest([1, 2, 9]) == (["a"], 2)
+    assert store.tokens == 6

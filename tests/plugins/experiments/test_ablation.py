@@ -1,0 +1,131 @@
+"""``itool experiment``: arms × seeds, a loss comparison and a data-scaling sweep from one config, run
+with the toy plugins of tests/loop_plugins.py (the real-model experiment is experiments/bfcl_half.yaml)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import loop_plugins
+from itool import cli as cli_module
+from itool.plugins.experiments.ablation import mean_spread, planned_runs, read_experiment
+from itool.registry import Registry
+from itool.errors import ItoolError
+
+
+def toy_experiment(tmp_path, **changes) -> dict:
+    config = {
+        "title": "Toy ablation",
+        "runs_dir": str(tmp_path / "runs"),
+        "report": str(tmp_path / "docs" / "results.md"),
+        "seeds": [0, 1],
+        "notes": "Toy sizes.",
+        "common": {**loop_plugins.TOY_CONFIG, "train_limit": 8},
+        "runs": {
+            "base": {"config": {"warmup": "none", "rounds": 0}, "seeds": [0]},
+            "itool": {"config": {"eval_base": False}},
+            "sft": {"config": {"eval_base": False, "rounds": 0}},
+            "from-warmup": {"start_from": "itool:warmup", "seeds": [0],
+                            "config": {"eval_base": False, "warmup": "none"}},
+        },
+        "arms": [
+            {"name": "Base", "run": "base", "stage": "base.eval"},
+            {"name": "SFT", "run": "sft", "stage": "warmup.eval"},
+            {"name": "Warm-up", "run": "itool", "stage": "warmup.eval"},
+            {"name": "iTool", "run": "itool", "stage": "round1.eval"},
+            {"name": "other search", "run": "from-warmup", "stage": "round1.eval"},
+        ],
+        "compare": {"run": "itool", "seed": 0, "start_arm": "Warm-up", "losses": ["toy-logistic"]},
+        "scaling": {"fractions": [0.5, 1.0], "arms": ["SFT", "iTool"], "seeds": [0]},
+    }
+    config.update(changes)
+    return config
+
+
+@pytest.fixture
+def itool(monkeypatch):
+    registry = Registry(extra_modules=[loop_plugins])
+    monkeypatch.setattr(cli_module, "_registry", registry)
+    registry.add_commands(cli_module.cli)  # what `itool` (cli.main) does at start-up
+    return lambda *args: CliRunner().invoke(cli_module.cli, list(args))
+
+
+def write(tmp_path, config) -> str:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_an_experiment_runs_every_arm_and_writes_the_report_with_its_plots(itool, tmp_path):
+    result = itool("experiment", write(tmp_path, toy_experiment(tmp_path)))
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "docs" / "results.md").read_text()
+    assert "| row | Base (n=1) | SFT (n=2) | Warm-up (n=2) | iTool (n=2) | other search (n=1) |" in report
+    assert "| Overall | 0.0 |" in report  # the toy base model is always wrong
+    assert "iTool − Warm-up (Overall)" in report
+    assert "## Loss comparison" in report and "| start (Warm-up) | toy-logistic |" in report.replace("| row ", "")
+    assert "| iTool | " in report.split("## Data scaling")[1]
+    for png in ("ablation", "losses", "scaling"):
+        assert (tmp_path / "docs" / "results" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    started = json.loads((tmp_path / "runs" / "from-warmup-s0" / "state.json").read_text())
+    config = yaml.safe_load((tmp_path / "runs" / "from-warmup-s0" / "config.yaml").read_text())
+    assert config["adapters"] == [str(tmp_path / "runs" / "itool-s0" / "warmup" / "adapter")]
+    assert started["completed"][0] == "round1.select"
+    assert yaml.safe_load((tmp_path / "runs" / "sft-p50-s0" / "config.yaml").read_text())["train_limit"] == 4
+
+
+def test_a_second_call_reuses_every_run_and_only_rewrites_the_report(itool, tmp_path):
+    path = write(tmp_path, toy_experiment(tmp_path))
+    assert itool("experiment", path).exit_code == 0
+    logs = {p: p.read_text() for p in (tmp_path / "runs").rglob("calls.log")}
+    (tmp_path / "docs" / "results.md").unlink()
+    result = itool("experiment", path)
+    assert result.exit_code == 0, result.output
+    assert {p: p.read_text() for p in (tmp_path / "runs").rglob("calls.log")} == logs
+    assert (tmp_path / "docs" / "results.md").is_file()
+
+
+def test_changed_settings_for_an_existing_run_are_refused_not_mixed(itool, tmp_path):
+    assert itool("experiment", write(tmp_path, toy_experiment(tmp_path, seeds=[0]))).exit_code == 0
+    changed = toy_experiment(tmp_path, seeds=[0], common={**loop_plugins.TOY_CONFIG, "train_limit": 6})
+    result = itool("experiment", write(tmp_path, changed))
+    assert result.exit_code == 2
+    assert "was run with other settings" in result.output and "Traceback" not in result.output
+
+
+def test_runs_go_seed_by_seed_then_the_scaling_sweep(tmp_path):
+    path = write(tmp_path, toy_experiment(tmp_path))
+    names = [name for name, *_ in planned_runs(read_experiment(path))]
+    assert names == ["base-s0", "itool-s0", "sft-s0", "from-warmup-s0", "itool-s1", "sft-s1",
+                     "sft-p50-s0", "itool-p50-s0"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"arms": [{"name": "X", "run": "nope", "stage": "base.eval"}]}, "arm 'X' names unknown run 'nope'"),
+    ({"scaling": {"fractions": [0.5], "arms": ["other search"]}}, "runs that start from another run cannot be scaled"),
+    ({"seeds": []}, "seeds"),
+    ({"runs": {"a": {"start_from": "b:warmup"}, "b": {"start_from": "a:warmup"}},
+      "arms": [{"name": "A", "run": "a", "stage": "round1.eval"}], "compare": None, "scaling": None},
+     "start_from goes round in a circle"),
+])
+def test_a_bad_experiment_config_is_one_line(itool, tmp_path, change, message):
+    result = itool("experiment", write(tmp_path, toy_experiment(tmp_path, **change)))
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_mean_and_spread_are_in_percent_over_seeds():
+    assert mean_spread([0.5, 0.25, 0.75]) == "50.0 ± 25.0"
+    assert mean_spread([0.125]) == "12.5"
+    assert mean_spread([]) == "–"
+
+
+def test_read_experiment_names_the_file_in_its_error(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("title: t\n")
+    with pytest.raises(ItoolError, match=r"x.yaml: "):
+        read_experiment(path)
