@@ -60,7 +60,7 @@ class ScalingSpec(BaseModel):
     fractions: list[float] = Field(description="Shares of the train data; 1.0 reuses the main runs.")
     arms: list[str]
     seeds: list[int] = [0]
-    row: str = Field("Overall", description="Evaluation row plotted.")
+    row: str | None = Field(None, description="Evaluation row plotted (default: the evaluator's first, its headline).")
 
 
 class ExperimentConfig(BaseModel):
@@ -324,14 +324,14 @@ def run_facts(exp: ExperimentConfig) -> list[str]:
     return lines
 
 
-def scaling_points(exp: ExperimentConfig, train_size: int | None) -> dict[str, list[tuple[float, float, int]]]:
-    """arm -> (fraction, mean of the row over seeds, number of seeds) for each fraction that has results."""
+def scaling_points(exp: ExperimentConfig, row: str) -> dict[str, list[tuple[float, float, int]]]:
+    """arm -> (fraction, mean of ``row`` over seeds, number of seeds) for each fraction that has results."""
     spec, arms = exp.scaling, {a.name: a for a in exp.arms}
     points: dict[str, list[tuple[float, float, int]]] = {}
     for name in spec.arms:
         for fraction in sorted(spec.fractions):
             found = arm_summaries(exp, arms[name], fraction, spec.seeds)
-            values = [s[spec.row] for s in found.values() if spec.row in s]
+            values = [s[row] for s in found.values() if row in s]
             if values:
                 points.setdefault(name, []).append((fraction, statistics.fmean(values), len(values)))
     return points
@@ -413,7 +413,7 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
     figures.mkdir(parents=True, exist_ok=True)
     table, by_arm = ablation_table(exp)
     rows = list(dict.fromkeys(row for seeds in by_arm.values() for s in seeds.values() for row in s))
-    headline = "Overall" if "Overall" in rows else (rows[0] if rows else "")
+    headline = rows[0] if rows else ""  # evaluators report their headline row first
     lines = [f"# {exp.title}", "", exp.notes.strip(), "",
              f"Regenerate everything (runs that exist are reused): `itool experiment {config_path}`; "
              f"only the report: `itool experiment {config_path} --report-only`.", "",
@@ -454,8 +454,9 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
         else:
             lines += ["Not run yet.", ""]
     if exp.scaling:
-        points = scaling_points(exp, train_size)
-        lines += ["## Data scaling", "", f"{exp.scaling.row} accuracy (%) against the share of the training data "
+        row = exp.scaling.row or headline
+        points = scaling_points(exp, row)
+        lines += ["## Data scaling", "", f"{row} accuracy (%) against the share of the training data "
                   f"(seeds {exp.scaling.seeds}; 100% is the ablation's runs of those seeds).", "",
                   "| arm | " + " | ".join(f"{round(100 * f)}%" for f in sorted(exp.scaling.fractions)) + " |",
                   "|---|" + "---:|" * len(exp.scaling.fractions)]
@@ -464,7 +465,7 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
             lines.append(f"| {name} | " + " | ".join(f"{100 * found[f]:.1f}" if f in found else "–"
                                                      for f in sorted(exp.scaling.fractions)) + " |")
         if points:
-            plot_scaling(figures / "scaling.png", points, exp.scaling.row, train_size)
+            plot_scaling(figures / "scaling.png", points, row, train_size)
             lines += ["", f"![scaling]({figures.name}/scaling.png)"]
         lines.append("")
     lines += ["## Wall time per stage", "", *stage_times(exp), ""]

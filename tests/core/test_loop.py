@@ -92,12 +92,24 @@ def test_resume_uses_the_saved_config_only(itool, tmp_path):
     assert "--resume continues with the run's saved config; give no other settings" in result.output
 
 
+def test_a_run_can_start_from_the_adapters_of_another_run(itool, tmp_path):
+    assert itool("run", "--config", "TOY", "--name", "first", "--rounds", "1").exit_code == 0
+    first = tmp_path / "runs" / "first"
+    result = itool("run", "--config", "TOY", "--name", "second", "--warmup", "none", "--rounds", "0",
+                   "--adapter", str(first / "warmup" / "adapter"), "--adapter", str(first / "round1.train" / "adapter"))
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "runs" / "second" / "state.json").read_text())
+    assert state["completed"] == ["base.eval"]
+    assert state["results"]["base.eval"]["summary"] == json.loads((first / "state.json").read_text())["results"]["round1.eval"]["summary"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--search", "puctt"], "Error: unknown search 'puctt' (available: "),
     (["--rounds", "two"], "Error: Invalid value for '--rounds': 'two' is not a valid integer."),
     (["--config", "missing.yaml"], "Error: config file not found: missing.yaml"),
     (["--trainer-opt", "lr=fast"], "Error: trainer.options.lr: Input should be a valid number"),
     (["--stop-after", "round9.train"], "Error: --stop-after 'round9.train' is not a stage of this run"),
+    (["--adapter", "nowhere"], "Error: adapters: adapter folder not found: nowhere"),
 ])
 def test_bad_settings_fail_in_one_line_with_exit_code_2_and_write_nothing(itool, tmp_path, args, message):
     result = itool("run", "--config", "TOY", "--name", "bad", *args)
