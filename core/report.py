@@ -2,9 +2,45 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 from itool.rundir import RunDir, atomic_path, write_text
+
+
+@contextmanager
+def png_figure(path: Path, figsize: tuple[float, float]) -> Iterator[Any]:
+    """Axes of a new headless matplotlib figure, written atomically to ``path`` as a PNG when the block ends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    try:
+        yield ax
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+
+
+def grouped_bars(path: Path, columns: dict[str, dict[str, float]], rows: list[str], title: str, ylabel: str = "accuracy (%)",
+                 errors: dict[str, dict[str, float]] | None = None) -> None:
+    """One group of bars per row, one bar per column (values already in the unit of ``ylabel``)."""
+    width = 0.8 / max(1, len(columns))
+    with png_figure(path, (max(6, 0.45 * len(rows) * max(1, len(columns))), 4.2)) as ax:
+        for i, (name, values) in enumerate(columns.items()):
+            xs = [r + (i - (len(columns) - 1) / 2) * width for r in range(len(rows))]
+            yerr = [(errors or {}).get(name, {}).get(row, 0.0) for row in rows] if errors else None
+            ax.bar(xs, [values.get(row, float("nan")) for row in rows], width, yerr=yerr, capsize=2, label=name)
+        ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right", fontsize="small")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize="small")
+        ax.grid(axis="y", alpha=0.3)
 
 
 def write_report(run: RunDir) -> Path:
@@ -33,21 +69,12 @@ def write_report(run: RunDir) -> Path:
 
 
 def _plot(path: Path, evals: dict[str, dict[str, float]], rows: list[str]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(evals)), 4))
     stages = list(evals)
-    for row in rows:
-        ax.plot(stages, [100 * evals[s].get(row, float("nan")) for s in stages], marker="o", label=row)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Evaluation after each stage")
-    ax.legend(fontsize="small", loc="best")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    with png_figure(path, (max(6, 1.2 * len(evals)), 4)) as ax:
+        for row in rows:
+            ax.plot(stages, [100 * evals[s].get(row, float("nan")) for s in stages], marker="o", label=row)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title("Evaluation after each stage")
+        ax.legend(fontsize="small", loc="best")
+        ax.grid(alpha=0.3)
     return path

@@ -61,25 +61,17 @@ def write_markdown(path: Path, model: str, rows: list[tuple[str, str, str]]) -> 
 
 
 def write_chart(path: Path, model: str, summary: dict[str, float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from itool.report import png_figure
 
     names = list(summary)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names)), 4.0))
-    ax.bar(names, [100 * summary[n] for n in names], color="tab:blue")
-    ax.set_ylabel("accuracy %")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"BFCL: {model}")
-    ax.tick_params(axis="x", labelrotation=60)
-    for label in ax.get_xticklabels():
-        label.set_horizontalalignment("right")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    with png_figure(path, (max(6.0, 0.45 * len(names)), 4.0)) as ax:
+        ax.bar(names, [100 * summary[n] for n in names], color="tab:blue")
+        ax.set_ylabel("accuracy %")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"BFCL: {model}")
+        ax.tick_params(axis="x", labelrotation=60)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
 
 
 @click.command("eval")

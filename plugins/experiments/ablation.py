@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from itool import hookimpl
 from itool.errors import ItoolError, describe_validation_error
-from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, atomic_path, read_jsonl, write_text
+from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, write_text
 
 
 class RunSpec(BaseModel):
@@ -60,7 +60,7 @@ class ScalingSpec(BaseModel):
     fractions: list[float] = Field(description="Shares of the train data; 1.0 reuses the main runs.")
     arms: list[str]
     seeds: list[int] = [0]
-    row: str | None = Field(None, description="Evaluation row plotted (default: the evaluator's first, its headline).")
+    row: str | None = Field(None, description="Evaluation row plotted (default: 'overall', else the evaluator's first).")
 
 
 class ExperimentConfig(BaseModel):
@@ -338,49 +338,30 @@ def scaling_points(exp: ExperimentConfig, row: str) -> dict[str, list[tuple[floa
 
 
 def plot_arms(path: Path, by_arm: dict[str, dict[int, dict[str, float]]], rows: list[str]) -> None:
-    import matplotlib
+    from itool.report import grouped_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [n for n in by_arm if by_arm[n]]
-    width = 0.8 / max(1, len(names))
-    fig, ax = plt.subplots(figsize=(max(7, 0.5 * len(rows) * len(names)), 4.2))
-    for i, name in enumerate(names):
-        means, errs = [], []
-        for row in rows:
-            values = [100 * s[row] for s in by_arm[name].values() if row in s]
-            means.append(statistics.fmean(values) if values else float("nan"))
-            errs.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-        xs = [r + (i - (len(names) - 1) / 2) * width for r in range(len(rows))]
-        ax.bar(xs, means, width, yerr=errs, capsize=2, label=f"{name} (n={len(by_arm[name])})")
-    ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right", fontsize="small")
-    ax.set_ylabel("accuracy (%), mean ± sd over seeds")
-    ax.legend(fontsize="small")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    means: dict[str, dict[str, float]] = {}
+    spreads: dict[str, dict[str, float]] = {}
+    for name, seeds in by_arm.items():
+        if not seeds:
+            continue
+        label = f"{name} (n={len(seeds)})"
+        values = {row: [100 * s[row] for s in seeds.values() if row in s] for row in rows}
+        means[label] = {row: statistics.fmean(v) for row, v in values.items() if v}
+        spreads[label] = {row: statistics.stdev(v) for row, v in values.items() if len(v) > 1}
+    grouped_bars(path, means, rows, "Accuracy by arm", "accuracy (%), mean ± sd over seeds", errors=spreads)
 
 
 def plot_scaling(path: Path, points: dict[str, list[tuple[float, float, int]]], row: str, train_size: int | None) -> None:
-    import matplotlib
+    from itool.report import png_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, series in points.items():
-        ax.plot([100 * f for f, _, _ in series], [100 * v for _, v, _ in series], marker="o", label=name)
-    ax.set_xlabel(f"share of the training data (%{f' of {train_size} samples' if train_size else ''})")
-    ax.set_ylabel(f"{row} accuracy (%)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    with png_figure(path, (6, 4)) as ax:
+        for name, series in points.items():
+            ax.plot([100 * f for f, _, _ in series], [100 * v for _, v, _ in series], marker="o", label=name)
+        ax.set_xlabel(f"share of the training data (%{f' of {train_size} samples' if train_size else ''})")
+        ax.set_ylabel(f"{row} accuracy (%)")
+        ax.legend()
+        ax.grid(alpha=0.3)
 
 
 def hardware() -> str:
@@ -413,7 +394,7 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
     figures.mkdir(parents=True, exist_ok=True)
     table, by_arm = ablation_table(exp)
     rows = list(dict.fromkeys(row for seeds in by_arm.values() for s in seeds.values() for row in s))
-    headline = rows[0] if rows else ""  # evaluators report their headline row first
+    headline = next((r for r in rows if r.lower() == "overall"), rows[0] if rows else "")
     lines = [f"# {exp.title}", "", exp.notes.strip(), "",
              f"Regenerate everything (runs that exist are reused): `itool experiment {config_path}`; "
              f"only the report: `itool experiment {config_path} --report-only`.", "",

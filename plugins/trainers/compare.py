@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from itool import hookimpl
 from itool.config import read_config_file
 from itool.errors import ItoolError
-from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, atomic_path, read_jsonl, write_json, write_text
+from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, read_jsonl, write_json, write_text
 from itool.schemas import PreferencePair
 
 START = "start"
@@ -98,26 +98,10 @@ def write_outputs(out: Path, results: dict[str, Any]) -> None:
 
 
 def plot(path: Path, summaries: dict[str, dict[str, float]], rows: list[str]) -> None:
-    import matplotlib
+    from itool.report import grouped_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = list(summaries)
-    width = 0.8 / max(1, len(columns))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) * max(1, len(columns)) / 2), 4))
-    for i, column in enumerate(columns):
-        xs = [r + (i - (len(columns) - 1) / 2) * width for r in range(len(rows))]
-        ax.bar(xs, [100 * summaries[column].get(row, float("nan")) for row in rows], width, label=column)
-    ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right", fontsize="small")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Evaluation after training with each loss")
-    ax.legend(fontsize="small")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    grouped_bars(path, {c: {r: 100 * v for r, v in s.items()} for c, s in summaries.items()}, rows,
+                 "Evaluation after training with each loss")
 
 
 def compare_losses(registry: Any, names: list[str], pairs_path: Path, pairs: list[PreferencePair], adapters: list[Path],
