@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from itool import hookimpl
 from itool.errors import ItoolError, describe_validation_error
-from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, write_text
+from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, read_jsonl, write_text
 
 
 class RunSpec(BaseModel):
@@ -197,9 +197,14 @@ def ensure_run(registry: Any, layers: list[dict[str, Any]]) -> RunDir:
     return run
 
 
+def compare_pairs(exp: ExperimentConfig) -> Path:
+    return exp.runs_dir / run_name(exp.compare.run, exp.compare.seed) / exp.compare.pairs_stage / "pairs.jsonl"
+
+
 def compare_ready(exp: ExperimentConfig) -> bool:
+    """The comparison's pairs exist and are not empty (a run that made no pairs has nothing to compare)."""
     state = _state(exp.runs_dir / run_name(exp.compare.run, exp.compare.seed))
-    return bool(state) and exp.compare.pairs_stage in state["completed"]
+    return bool(state) and exp.compare.pairs_stage in state["completed"] and bool(read_jsonl(compare_pairs(exp)))
 
 
 def ensure_compare(exp: ExperimentConfig, registry: Any) -> None:
@@ -214,7 +219,7 @@ def ensure_compare(exp: ExperimentConfig, registry: Any) -> None:
 
         shutil.rmtree(out)
     source = exp.runs_dir / run_name(spec.run, spec.seed)
-    pairs_path = source / spec.pairs_stage / "pairs.jsonl"
+    pairs_path = compare_pairs(exp)
     pairs = read_pairs(pairs_path)
     layers = [exp.common, exp.runs[spec.run].config, {"seed": spec.seed}]
     compare_losses(registry, spec.losses, pairs_path, pairs, adapters_until(source, spec.start_stage), out, layers,
@@ -433,7 +438,8 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
                       f"{results['n_eval']} held-out samples (accuracy %).", "", results_table(results), "",
                       f"![losses]({figures.name}/losses.png)", ""]
         else:
-            lines += ["Not run yet.", ""]
+            made_none = compare_pairs(exp).is_file() and not read_jsonl(compare_pairs(exp))
+            lines += [f"Not run: `{compare_pairs(exp)}` holds no pairs." if made_none else "Not run yet.", ""]
     if exp.scaling:
         row = exp.scaling.row or headline
         points = scaling_points(exp, row)
@@ -486,7 +492,7 @@ def experiment(config_path: Path, report_only: bool, dry_run: bool) -> None:
             click.echo(f"experiment: run {index + 1}/{len(todo)}: {name}", err=True)
             ensure_run(registry, run_layers(exp, run, seed, fraction, train_size))
             write_results(exp, config_path, train_size)
-        if exp.compare:
+        if exp.compare and compare_ready(exp):
             ensure_compare(exp, registry)
     report = write_results(exp, config_path, train_size)
     click.echo(f"report: {report}", err=True)
