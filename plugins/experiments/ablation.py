@@ -311,21 +311,38 @@ def stage_times(exp: ExperimentConfig) -> list[str]:
     return lines
 
 
+def changed_answers(exp: ExperimentConfig, name: str, run: str, seed: int) -> str:
+    """How many held-out answers the round changed: ``round1.eval`` against the evaluation just before it
+    (the run's ``warmup.eval``, or that of the run it started from). Accuracy can stay put while answers move."""
+    after = exp.runs_dir / name / "round1.eval" / "verdicts.jsonl"
+    before = exp.runs_dir / name / "warmup.eval" / "verdicts.jsonl"
+    source = exp.runs[run].start_from
+    if source and not before.is_file():
+        before = exp.runs_dir / run_name(source.partition(":")[0], seed) / f"{source.partition(':')[2]}.eval" / "verdicts.jsonl"
+    if not (after.is_file() and before.is_file()):
+        return ""
+    old = {v["sample_id"]: v["output"] for v in read_jsonl(before)}
+    new = {v["sample_id"]: v["output"] for v in read_jsonl(after)}
+    return f"{sum(old.get(i) != out for i, out in new.items())} of {len(new)}"
+
+
 def run_facts(exp: ExperimentConfig) -> list[str]:
-    """Per finished run: the counts that explain a result (selected, nodes, pairs, training loss)."""
-    lines = ["| run | selected | search nodes | pairs | train loss | train margin |", "|---|---:|---:|---:|---:|---:|"]
-    for name, run, seed, fraction in planned_runs(exp):
+    """Per finished round: the counts that explain its result (selected, nodes, pairs, training, answers changed)."""
+    lines = ["| run | selected | search nodes | pairs | train loss | train margin | held-out answers changed |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, run, seed, _ in planned_runs(exp):
         state = _state(exp.runs_dir / name)
-        if not state:
+        if not state or "round1.select" not in state["results"]:
             continue
         results = state["results"]
-        get = lambda stage, key: (results.get(stage) or {}).get(key, "")  # noqa: E731
-        if "round1.select" not in results:
-            continue
-        loss, margin = get("round1.train", "loss"), get("round1.train", "reward_margin")
+
+        def get(stage: str, key: str, results=results) -> str:
+            value = (results.get(stage) or {}).get(key, "")
+            return f"{value:.3g}" if isinstance(value, float) else str(value)
+
         lines.append(f"| {name} | {get('round1.select', 'selected')} of {get('round1.select', 'of')} | "
-                     f"{get('round1.search', 'nodes')} | {get('round1.pairs', 'pairs')} | "
-                     f"{loss if loss == '' else f'{loss:.3g}'} | {margin if margin == '' else f'{margin:.3g}'} |")
+                     f"{get('round1.search', 'nodes')} | {get('round1.pairs', 'pairs')} | {get('round1.train', 'loss')} | "
+                     f"{get('round1.train', 'reward_margin')} | {changed_answers(exp, name, run, seed)} |")
     return lines
 
 
