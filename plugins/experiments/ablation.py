@@ -76,6 +76,7 @@ class ExperimentConfig(BaseModel):
     compare: CompareSpec | None = None
     scaling: ScalingSpec | None = None
     notes: str = Field("", description="Text placed under the title (how the sizes were scaled, and why).")
+    discussion: str = Field("", description="Text placed after the tables: what the numbers say and what was tried.")
 
     @model_validator(mode="after")
     def _names_exist(self) -> "ExperimentConfig":
@@ -472,6 +473,8 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
             plot_scaling(figures / "scaling.png", points, row, train_size)
             lines += ["", f"![scaling]({figures.name}/scaling.png)"]
         lines.append("")
+    if exp.discussion.strip():
+        lines += ["## Discussion", "", exp.discussion.strip(), ""]
     lines += ["## Wall time per stage", "", *stage_times(exp), ""]
     write_text(exp.report, "\n".join(lines) + "\n")
     return exp.report
