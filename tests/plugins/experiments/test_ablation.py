@@ -129,3 +129,15 @@ def test_read_experiment_names_the_file_in_its_error(tmp_path):
     path.write_text("title: t\n")
     with pytest.raises(ItoolError, match=r"x.yaml: "):
         read_experiment(path)
+
+
+def test_the_shipped_experiment_config_names_real_components_with_valid_options(registry):
+    from pathlib import Path
+
+    from itool.config import build_config
+    from itool.context import RunContext
+
+    exp = read_experiment(Path(__file__).parents[3] / "experiments" / "bfcl_half.yaml")
+    for name, spec in exp.runs.items():
+        RunContext(build_config([exp.common, spec.config]), registry, run=None)  # raises on a bad name or option
+    assert [a.name for a in exp.arms][:5] == ["Base", "SFT", "Warm-up", "iTool", "best-of-n"]
