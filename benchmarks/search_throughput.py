@@ -32,7 +32,7 @@ from itool.plugins.searches.puct import PuctOptions, puct
 def make_ctx(args: argparse.Namespace, runs_dir: str) -> RunContext:
     config = build_config([{
         "runs_dir": runs_dir, "name": "bench", "model": args.model, "train_limit": args.samples,
-        "reward": args.reward,
+        "reward": args.reward, "adapters": [args.adapter] if args.adapter else [],
         "dataset": {"name": "bfcl", "options": {"categories": args.categories.split(",")}},
     }])
     ctx = RunContext(config, Registry(), run=None)
@@ -64,8 +64,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as runs_dir:
         ctx = make_ctx(args, runs_dir)
         samples = ctx.samples("train")
-        if args.adapter:
-            ctx.policy.merge_adapter(args.adapter)
         print(f"model {args.model} on {ctx.policy.device}, {len(samples)} BFCL samples "
               f"({args.categories}); {args.simulations} simulations, width {args.width}")
         base = dict(simulations=args.simulations, width=args.width, max_depth=args.max_depth,

@@ -15,9 +15,8 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     loc = ".".join(str(p) for p in err["loc"])
     where = ".".join(p for p in (prefix, loc) if p) or "config"
     value = err.get("input")
-    shown = f", got {value!r}" if value is not None and not isinstance(value, dict) else ""
+    # A validator of ours (type value_error) names the bad value in its own words, without pydantic's prefix.
+    own_words = err["type"] == "value_error"
+    shown = f", got {value!r}" if not own_words and value is not None and not isinstance(value, dict) else ""
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    message = err["msg"].removeprefix("Value error, ")  # our validators' own words need no pydantic prefix
-    if err["type"] == "value_error":
-        shown = ""  # a validator's message already names the bad value
-    return f"{where}: {message}{shown}{more}"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}{shown}{more}"

@@ -55,13 +55,15 @@ class _Row:
 
 
 class PrefixStore:
-    """Keys/values of whole prompts, by token ids, least recently used dropped first beyond ``max_tokens``.
+    """Keys/values of whole prompts, by token ids, least recently used dropped first beyond ``max_tokens``;
+    ``model`` is the model whose weights computed them.
 
     Written here because the cache classes of transformers hold one batch's cache, not a lookup of many
     prompts' caches by their longest common beginning."""
 
-    def __init__(self, max_tokens: int):
+    def __init__(self, max_tokens: int, model: Any = None):
         self.max_tokens = max_tokens
+        self.model = model
         self.entries: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
         self.tokens = 0
 
@@ -108,8 +110,7 @@ class TransformersBackend:
         The kept keys/values belong to the weights they were computed with, so they are dropped when the
         block ends, and ignored if ``policy.model`` is replaced (an adapter merged) inside it."""
         previous = self.prefixes
-        self.prefixes = PrefixStore(self.opts.kept_prefix_tokens)
-        self._prefixes_model = self.policy.model
+        self.prefixes = PrefixStore(self.opts.kept_prefix_tokens, self.policy.model)
         try:
             yield
         finally:
@@ -198,7 +199,7 @@ class TransformersBackend:
         from itool.plugins.backends.kv_cache import GrowingLayer
 
         model, device = self.policy.model, self.policy.device
-        store = self.prefixes if self.prefixes is not None and self._prefixes_model is model else None
+        store = self.prefixes if self.prefixes is not None and self.prefixes.model is model else None
         found = [store.longest(p[:-1]) if store else (None, 0) for p in prompts]
         logits, parts = [], []
         for start, end, shared in self._shared_prefix_groups(prompts, [length for _, length in found]):

@@ -34,6 +34,14 @@ class RunSpec(BaseModel):
     start_from: str | None = Field(
         None, description="RUN:STAGE: start from that run's adapters (same seed) up to and including STAGE.")
 
+    @property
+    def source(self) -> tuple[str, str] | None:
+        """(run, stage) of ``start_from``."""
+        if not self.start_from:
+            return None
+        run, _, stage = self.start_from.partition(":")
+        return run, stage
+
 
 class ArmSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -86,8 +94,8 @@ class ExperimentConfig(BaseModel):
                 raise ValueError(f"arm {arm.name!r} names unknown run {arm.run!r}")
         for name, spec in self.runs.items():
             seen, run = {name}, spec
-            while run.start_from:
-                source = run.start_from.partition(":")[0]
+            while run.source:
+                source = run.source[0]
                 if source not in self.runs:
                     raise ValueError(f"run {name!r}: start_from names unknown run {run.start_from!r}")
                 if source in seen:
@@ -142,8 +150,8 @@ def planned_runs(exp: ExperimentConfig) -> list[tuple[str, str, int, float]]:
     """(run directory name, run, seed, fraction) in the order they run: seed by seed, so the first
     seed of every arm exists early; then the scaling sweep."""
     def depth(run: str) -> int:  # a run that starts from another goes after it
-        source = exp.runs[run].start_from
-        return 0 if source is None else 1 + depth(source.partition(":")[0])
+        source = exp.runs[run].source
+        return 0 if source is None else 1 + depth(source[0])
 
     runs = sorted(exp.runs, key=depth)
     order: list[tuple[str, str, int, float]] = []
@@ -165,8 +173,8 @@ def run_layers(exp: ExperimentConfig, run: str, seed: int, fraction: float, trai
         if train_size is None:
             raise ItoolError("scaling needs the train split's size: set common.train_limit")
         layers.append({"train_limit": max(1, round(fraction * train_size))})
-    if spec.start_from:
-        source, _, stage = spec.start_from.partition(":")
+    if spec.source:
+        source, stage = spec.source
         layers.append({"adapters": [str(a) for a in adapters_until(exp.runs_dir / run_name(source, seed), stage)]})
     return layers
 
@@ -273,7 +281,7 @@ def ablation_table(exp: ExperimentConfig) -> tuple[str, dict[str, dict[int, dict
 
 
 def paired_lines(by_arm: dict[str, dict[int, dict[str, float]]], row: str) -> list[str]:
-    """Each arm's ``row`` per seed, and each arm's difference to the arm before it where seeds match."""
+    """A table of each arm's ``row``, one column per seed."""
     names = list(by_arm)
     seeds = sorted({s for found in by_arm.values() for s in found})
     lines = ["| arm | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---:|" * len(seeds)]
@@ -317,9 +325,9 @@ def changed_answers(exp: ExperimentConfig, name: str, run: str, seed: int) -> st
     (the run's ``warmup.eval``, or that of the run it started from). Accuracy can stay put while answers move."""
     after = exp.runs_dir / name / "round1.eval" / "verdicts.jsonl"
     before = exp.runs_dir / name / "warmup.eval" / "verdicts.jsonl"
-    source = exp.runs[run].start_from
+    source = exp.runs[run].source
     if source and not before.is_file():
-        before = exp.runs_dir / run_name(source.partition(":")[0], seed) / f"{source.partition(':')[2]}.eval" / "verdicts.jsonl"
+        before = exp.runs_dir / run_name(source[0], seed) / f"{source[1]}.eval" / "verdicts.jsonl"
     if not (after.is_file() and before.is_file()):
         return ""
     old = {v["sample_id"]: v["output"] for v in read_jsonl(before)}
@@ -392,9 +400,8 @@ def hardware() -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-        cpu = model
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"

@@ -114,7 +114,7 @@ def compare_losses(registry: Any, names: list[str], pairs_path: Path, pairs: lis
     from itool.loop import Stage, evaluate, run_stage
 
     columns = ([START] if eval_start else []) + names
-    shared = [*layers, {"runs_dir": str(out), "eval_base": False}]
+    shared = [*layers, {"runs_dir": str(out), "eval_base": False, "adapters": [str(a) for a in adapters]}]
     # Every config is built and every component resolved before anything trains.
     configs = {c: build_config([*shared, {"name": c, **({} if c == START else {"loss": c})}]) for c in columns}
     for column, config in configs.items():
@@ -128,8 +128,6 @@ def compare_losses(registry: Any, names: list[str], pairs_path: Path, pairs: lis
         config = configs[column]
         ctx = RunContext(config, registry, RunDir.create(out, column))
         write_text(ctx.run.path / CONFIG_FILE, dump_config(config))
-        for adapter in adapters:
-            ctx.policy.merge_adapter(adapter)
         if column != START:
             trainer, trainer_options = ctx.component("trainer")
             run_stage(ctx, Stage("train", lambda c: trainer.obj(c, pairs, trainer_options)))
