@@ -8,7 +8,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from itool.schemas import Sample, ToolCall
 
@@ -32,7 +32,11 @@ class Policy(Protocol):
 
 @dataclass
 class GenerationRequest:
-    """Sample ``n`` continuations of ``prompt`` (already rendered with the chat template)."""
+    """Sample ``n`` continuations of ``prompt`` (already rendered with the chat template).
+
+    ``enough``: the caller uses only the part of a continuation that makes ``enough(text)`` true (a tree
+    search's first step), so a backend may end a sample there, with finish reason "stop". A hint: a
+    backend that ignores it returns the same useful part."""
 
     prompt: str
     n: int = 1
@@ -40,6 +44,7 @@ class GenerationRequest:
     temperature: float = 1.0
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
+    enough: Callable[[str], bool] | None = None
 
 
 @dataclass

@@ -16,14 +16,15 @@ class GrowingLayer(DynamicLayer):
     """
 
     @classmethod
-    def side_by_side(cls, parts: list[tuple[Any, Any, int]], width: int) -> "GrowingLayer":
-        """One layer holding each part's rows, left-padded (with zeros, masked out) to ``width``."""
+    def side_by_side(cls, parts: list[tuple[Any, Any, int]], width: int, coming: int = 0) -> "GrowingLayer":
+        """One layer holding each part's rows, left-padded (with zeros, masked out) to ``width``, with room
+        for ``coming`` more positions and then the usual spare."""
         keys, values, _ = parts[0]
         layer = cls()
         layer.dtype, layer.device, layer.is_initialized = keys.dtype, keys.device, True
         rows = sum(k.shape[0] for k, _, _ in parts)
         layer._used = width
-        layer._keys = keys.new_zeros((rows, keys.shape[1], width + max(64, width // 4), keys.shape[3]))
+        layer._keys = keys.new_zeros((rows, keys.shape[1], width + coming + max(64, width // 4), keys.shape[3]))
         layer._values = values.new_zeros((rows, values.shape[1], layer._keys.shape[2], values.shape[3]))
         start = 0
         for part_keys, part_values, part_width in parts:

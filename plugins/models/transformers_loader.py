@@ -145,6 +145,8 @@ def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dt
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from itool.plugins.models.grouped_attention import use_grouped_attention
+
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     quantization = None
@@ -169,6 +171,7 @@ def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dt
     if quantization is None:
         model.to(torch_device)
     model.eval()
+    use_grouped_attention(model)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -7,6 +7,7 @@ see ``itool.plugins.searches.tree``). One simulation, for every sample at once:
    is the child's mean value, ``N`` visit counts and ``p = exp(mean token log-prob of the step)``;
 2. expansion: sample ``width`` continuations of the leaf's prefix, cut each at its first step, one
    child per distinct step (a step that ends the answer, i.e. the model stopped, makes a terminal node);
+   a sample ends as soon as its first step is complete (``GenerationRequest.enough``);
 3. rollout: complete every new non-terminal child to a full answer (greedy by default);
 4. evaluation: score each complete answer with ``ctx.reward`` and backpropagate it (mean value).
 
@@ -120,7 +121,8 @@ def simulate(ctx, trees: list[Tree], waves: Waves, opts: PuctOptions, splitter, 
 
     expansions = waves.generate([
         GenerationRequest(prompt=trees[i].prompt + trees[i].prefix(leaf), n=opts.width,
-                          max_new_tokens=opts.step_max_tokens, temperature=opts.temperature, top_p=opts.top_p)
+                          max_new_tokens=opts.step_max_tokens, temperature=opts.temperature, top_p=opts.top_p,
+                          enough=lambda text: splitter(text) < len(text))
         for i, leaf in open_leaves
     ])
     children = [(i, child) for (i, leaf), gens in zip(open_leaves, expansions, strict=True)

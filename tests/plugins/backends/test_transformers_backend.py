@@ -89,6 +89,16 @@ def test_a_stop_string_cuts_the_text_before_it(backend, prompts, greedy):
     assert out.token_logprobs == pytest.approx(greedy[0].token_logprobs[: len(out.token_logprobs)], abs=1e-3)
 
 
+def test_a_sample_ends_as_soon_as_it_has_enough(backend, prompts, greedy):
+    """``enough`` (a search's complete first step): the text stops there, a prefix of the full answer."""
+    full = greedy[2]
+    out = backend.generate([GenerationRequest(prompts[2], max_new_tokens=12, temperature=0,
+                                              enough=lambda text: len(text) >= 5)])[0][0]
+    assert out.finish_reason == "stop"
+    assert len(out.text) >= 5 and full.text.startswith(out.text) and len(out.text) < len(full.text)
+    assert out.token_logprobs == pytest.approx(full.token_logprobs[: len(out.token_logprobs)], abs=1e-3)
+
+
 def test_generation_logprobs_equal_score_of_the_same_text(backend, prompts, greedy):
     scores = backend.score(prompts, [g.text for g in greedy])
     for g, s in zip(greedy, scores):
