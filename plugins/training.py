@@ -176,12 +176,32 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
         yield list(items[start: start + size])
 
 
+def _fitting(items: list[T], tokens: Callable[[T], int] | None, max_tokens: int | None) -> Iterator[list[T]]:
+    """``items`` in consecutive parts whose padded size (count × longest) stays within ``max_tokens``
+    (a single example always makes a part)."""
+    if tokens is None or max_tokens is None:
+        yield items
+        return
+    part: list[T] = []
+    for item in items:
+        if part and (len(part) + 1) * max(map(tokens, [*part, item])) > max_tokens:
+            yield part
+            part = []
+        part.append(item)
+    yield part
+
+
 def train_loop(model: Any, examples: Sequence[T], loss_fn: Callable[[Any, list[T]], tuple[torch.Tensor, dict[str, float]]],
                settings: LoopSettings, *, dtype: torch.dtype = torch.float32,
-               on_step: Callable[[dict[str, Any]], None] | None = None, desc: str = "train") -> list[dict[str, Any]]:
+               on_step: Callable[[dict[str, Any]], None] | None = None, desc: str = "train",
+               tokens: Callable[[T], int] | None = None, max_tokens: int | None = None) -> list[dict[str, Any]]:
     """Train the trainable parameters of ``model`` on ``examples`` in the given order (epochs already
     laid out, e.g. by ``shuffled_epochs``): micro-batches of ``batch_size``, an optimiser step every
-    ``grad_accum`` of them. ``loss_fn(model, items)`` returns the micro-batch loss and its metrics.
+    ``grad_accum`` of them. ``loss_fn(model, items)`` returns the mean loss of ``items`` and its metrics.
+
+    Memory: with ``tokens`` (padded tokens one example puts in a forward pass) and ``max_tokens``, a
+    micro-batch that would hold more runs as several forward/backward passes, each weighted by its
+    share of the examples: the same gradient for a loss that is a mean over examples.
 
     Returns one record per optimiser step (``step``, ``lr``, the mean of each metric over its
     micro-batches); ``on_step`` receives each record as it is made (logging, early checks)."""
@@ -202,11 +222,13 @@ def train_loop(model: Any, examples: Sequence[T], loss_fn: Callable[[Any, list[T
     in_step = 0
     with tqdm(total=total_steps, desc=desc, leave=False) as bar:
         for index, items in enumerate(micro_batches):
-            with autocast(dtype, device):
-                loss, metrics = loss_fn(model, items)
-            (loss / settings.grad_accum).backward()
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
+            for part in _fitting(items, tokens, max_tokens):
+                share = len(part) / len(items)
+                with autocast(dtype, device):
+                    loss, metrics = loss_fn(model, part)
+                (loss * share / settings.grad_accum).backward()
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + float(value) * share
             in_step += 1
             if in_step == settings.grad_accum or index == len(micro_batches) - 1:
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)

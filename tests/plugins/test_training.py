@@ -98,3 +98,30 @@ def test_train_loop_refuses_a_model_with_nothing_to_train():
     model = torch.nn.Linear(2, 1).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         train_loop(model, [0], lambda m, items: (None, {}), LoopSettings())
+
+
+def test_a_micro_batch_over_the_token_cap_runs_in_parts_with_the_same_training():
+    """Examples of 'length' 3 under a cap of 7: micro-batches of 4 run as parts of 2, every part a
+    separate forward pass, and the weights end where unsplit micro-batches take them."""
+    xs = torch.randn(16, 2)
+    ys = xs @ torch.tensor([[1.0], [3.0]])
+    parts: list[int] = []
+
+    def step(m, items):
+        parts.append(len(items))
+        loss = torch.nn.functional.mse_loss(m(xs[items]), ys[items])
+        return loss, {"loss": loss.item()}
+
+    def trained(**cap):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        history = train_loop(model, list(range(16)), step, LoopSettings(lr=0.1, batch_size=4), **cap)
+        return model, history
+
+    whole, whole_history = trained()
+    assert parts == [4] * 4
+    parts.clear()
+    split, split_history = trained(tokens=lambda item: 3, max_tokens=7)
+    assert parts == [2] * 8
+    assert torch.allclose(whole.weight, split.weight, atol=1e-6)
+    assert [r["loss"] for r in split_history] == pytest.approx([r["loss"] for r in whole_history], abs=1e-5)

@@ -65,6 +65,27 @@ def test_training_raises_the_preference_margin(make_ctx, make_bfcl_pairs, loss_n
     assert [m["epoch"] for m in epochs] == [1, 2] and {"loss", "reward_margin", "accuracy"} <= set(epochs[0])
 
 
+def test_a_token_cap_runs_each_pair_in_its_own_pass_with_the_same_first_step(make_ctx, make_bfcl_pairs):
+    """``micro_batch_tokens`` bounds memory: at 80 (one pair of two 40-token sequences) every pair is its
+    own forward pass; the first step, on the untouched policy, sees the same losses as one pass of three.
+    (Later steps are not compared: Adam's first updates are ±lr wherever a gradient is near zero, so
+    float noise between one pass and three flips them.)"""
+    runs = []
+    for name, cap in (("whole", {}), ("capped", {"micro_batch_tokens": 80})):
+        ctx = make_ctx(name=name, loss="simpo", trainer={"name": "lora", "options": {**TINY, **cap}})
+        ctx.stage = "round1.train"
+        forwards = count_forwards(ctx.policy.model)
+        trainer, opts = ctx.component("trainer")
+        result = trainer.obj(ctx, make_bfcl_pairs(ctx.policy.tokenizer, 3), opts)
+        first_step = next(m for m in ctx.run.metrics() if m["event"] == "step")
+        runs.append((forwards.count(True), result["steps"], result["epochs"][0], first_step))
+    (whole_passes, whole_steps, whole_epoch, whole_step), (passes, steps, epoch, step) = runs
+    assert (whole_passes, passes) == (2, 6) and whole_steps == steps == 2
+    assert epoch["loss"] == pytest.approx(whole_epoch["loss"], rel=1e-4)
+    assert epoch["reward_margin"] == pytest.approx(whole_epoch["reward_margin"], rel=1e-4, abs=1e-4)
+    assert step["loss"] == pytest.approx(whole_step["loss"], rel=1e-4)
+
+
 def test_a_rerun_of_the_stage_reuses_the_cached_reference(make_ctx, make_bfcl_pairs):
     from itool.plugins.trainers.lora import encode_pairs, reference_logps
     from itool.plugins.training import add_lora
