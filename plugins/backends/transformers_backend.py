@@ -183,26 +183,24 @@ class TransformersBackend:
         if chunk:
             yield chunk
 
-    def _shared_prefix_groups(self, prompts: list[list[int]], kept: list[int]) -> Iterator[tuple[int, int, int]]:
-        """(start, end, shared): runs of ``prompts`` (sorted by token ids) that share their first ``shared``
-        tokens; every prompt keeps at least one tail token. ``kept[k]``: tokens of prompt ``k`` whose
-        encoding is already kept; a run never shares less than that, so no kept encoding is wasted.
+    @staticmethod
+    def _shared_prefix_groups(prompts: list[list[int]], kept: list[int]) -> Iterator[tuple[int, int, int]]:
+        """(start, end, shared): runs of ``prompts`` (sorted by token ids) whose first ``shared`` tokens
+        are encoded once for the whole run; every prompt keeps at least one tail token. ``kept[k]``:
+        tokens of prompt ``k`` whose encoding is already kept; a run never shares less than that.
 
-        A run grows while that costs fewer encoded tokens (shared prefix once, then every tail padded to
-        the longest) than encoding the next prompt on its own, and its tails fit in ``prefill_tokens``.
-        So a search's rollouts of one sample share its prompt, and unrelated prompts share at most a
-        system-prompt header when their lengths are close."""
+        A run takes the next prompt while that encodes fewer tokens in all: the run's members lose
+        ``shared - common`` each from their shared part, the newcomer saves ``common``. So the prompts of
+        an evaluation share their system prompt, and a search's requests for one sample share its prompt
+        and answer prefix instead of merely the system prompt they have in common with other samples."""
         start = 0
         while start < len(prompts):
-            end, shared, longest = start + 1, len(prompts[start]) - 1, len(prompts[start])
+            end, shared = start + 1, len(prompts[start]) - 1
             while end < len(prompts):
                 common = min(shared, len(prompts[end]) - 1, len(os.path.commonprefix([prompts[start], prompts[end]])))
-                widest = max(longest, len(prompts[end]))
-                tails = (end + 1 - start) * (widest - common)
-                alone = shared + (end - start) * (longest - shared) + len(prompts[end])
-                if tails > self.opts.prefill_tokens or common + tails > alone or common < max(kept[start: end + 1]):
+                if (end - start - 1) * (shared - common) >= common or common < max(kept[start: end + 1]):
                     break
-                shared, longest, end = common, widest, end + 1
+                shared, end = common, end + 1
             yield start, end, shared
             start = end
 
@@ -224,13 +222,11 @@ class TransformersBackend:
         found = [store.longest(p[:-1]) if store else (None, 0) for p in prompts]
         groups = list(self._shared_prefix_groups(prompts, [length for _, length in found]))
         beginnings: list[_Piece] = []
-        unique: dict[tuple[int, ...], _Piece] = {}  # runs split only for size share a beginning
         for start, end, shared in groups:
             layers, kept = max(found[start:end], key=lambda f: f[1])
             kept = min(kept, shared)
-            beginnings.append(unique.setdefault(tuple(prompts[start][:shared]),
-                                                _Piece(prompts[start][kept:shared], layers, kept)))
-        for batch, (cache, mask, _) in self._encode([b for b in unique.values() if b.ids]):
+            beginnings.append(_Piece(prompts[start][kept:shared], layers, kept))
+        for batch, (cache, mask, _) in self._encode([b for b in beginnings if b.ids]):
             for k, piece in enumerate(batch):
                 piece.past, piece.past_len = _real_rows(cache, mask, k), len(piece.ids) + piece.past_len
         tails = [_Piece(prompts[k][shared:], beginning.past, shared)

@@ -37,7 +37,7 @@ def test_greedy_is_deterministic_and_the_same_alone_or_batched_with_other_prompt
 
 
 def test_prompts_prefilled_in_separate_groups_decode_like_one_batch(shared_policy, prompts, greedy):
-    """prefill_tokens=1 puts every prompt in its own prefill pass; their caches are then joined, left-padded."""
+    """prefill_tokens=1 puts every prompt's tail in its own prefill pass; their caches are then joined, left-padded."""
     grouped = TransformersBackend(shared_policy, TransformersBackendOptions(batch_size=8, prefill_tokens=1))
     out = grouped.generate([GenerationRequest(p, max_new_tokens=12, temperature=0) for p in prompts])
     assert [gens[0].text for gens in out] == [g.text for g in greedy]
