@@ -52,6 +52,11 @@ def encode_pair(tokenizer: Any, prompt: str, completion: str, max_length: int | 
     return prompt_ids, completion_ids
 
 
+def mask_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding: each row counts its real tokens from 0 (padding gets 0)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device: Any = None) -> dict[str, torch.Tensor]:
     """Left-padded ``input_ids``, ``attention_mask``, ``position_ids`` and completion-only ``labels``
     for (prompt, completion) ids."""
@@ -65,7 +70,7 @@ def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device: A
         attention_mask[row, width - len(ids):] = 1
         if completion_ids:
             labels[row, width - len(completion_ids):] = torch.tensor(completion_ids, dtype=torch.long)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    position_ids = mask_positions(attention_mask)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "labels": labels}
     return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
@@ -183,11 +188,14 @@ def _fitting(items: list[T], tokens: Callable[[T], int] | None, max_tokens: int 
         yield items
         return
     part: list[T] = []
+    longest = 0
     for item in items:
-        if part and (len(part) + 1) * max(map(tokens, [*part, item])) > max_tokens:
+        size = tokens(item)
+        if part and (len(part) + 1) * max(longest, size) > max_tokens:
             yield part
-            part = []
+            part, longest = [], 0
         part.append(item)
+        longest = max(longest, size)
     yield part
 
 

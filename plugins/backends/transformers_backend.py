@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from itool import hookimpl
 from itool.components import Generation, GenerationRequest, Score
-from itool.plugins.training import score_completions
+from itool.plugins.training import mask_positions, score_completions
 
 
 class TransformersBackendOptions(BaseModel):
@@ -226,13 +226,15 @@ class TransformersBackend:
             layers, kept = max(found[start:end], key=lambda f: f[1])
             kept = min(kept, shared)
             beginnings.append(_Piece(prompts[start][kept:shared], layers, kept))
-        for batch, (cache, mask, _) in self._encode([b for b in beginnings if b.ids]):
-            for k, piece in enumerate(batch):
+        to_encode = [b for b in beginnings if b.ids]
+        for batch, (cache, mask, _) in self._encode(to_encode):
+            for k, index in enumerate(batch):
+                piece = to_encode[index]
                 piece.past, piece.past_len = _real_rows(cache, mask, k), len(piece.ids) + piece.past_len
         tails = [_Piece(prompts[k][shared:], beginning.past, shared)
                  for beginning, (start, end, shared) in zip(beginnings, groups) for k in range(start, end)]
         order, logits, parts = [], [], []
-        for batch, (cache, mask, last) in self._encode(tails, indices=True):
+        for batch, (cache, mask, last) in self._encode(tails):
             order += batch
             logits.append(last)
             parts.append((cache, mask))
@@ -249,10 +251,10 @@ class TransformersBackend:
                 for i in range(len(parts[0][0].layers))])
         row_of = torch.empty(len(order), dtype=torch.long, device=mask.device)
         row_of[torch.tensor(order, device=mask.device)] = torch.arange(len(order), device=mask.device)
-        return torch.cat(logits), mask, (mask.cumsum(-1) - 1).clamp(min=0), cache, row_of
+        return torch.cat(logits), mask, mask_positions(mask), cache, row_of
 
-    def _encode(self, pieces: list[_Piece], indices: bool = False):
-        """Run ``pieces`` through the model in batches; yield (pieces or their indices, (cache, mask, logits)).
+    def _encode(self, pieces: list[_Piece]):
+        """Run ``pieces`` through the model in batches; yield (indices of the batch's pieces, (cache, mask, logits)).
 
         A batch's cache row is [past, left-padded][new tokens, left-padded]. Pieces are taken shortest
         first, and a piece joins the batch while the padding it adds costs no more than a forward pass of
@@ -285,11 +287,11 @@ class TransformersBackend:
             cache = (Cache(layers=self._past_side_by_side(batch, past_width, new_width)) if past_width
                      else DynamicCache())
             mask = mask.to(device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            positions = mask_positions(mask)
             out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions[:, past_width:],
                         past_key_values=cache, use_cache=True, logits_to_keep=1)
             self.encoded_tokens += len(batch) * new_width
-            yield (order[start:end] if indices else batch), (cache, mask, out.logits[:, -1].float())
+            yield order[start:end], (cache, mask, out.logits[:, -1].float())
             start = end
 
     @staticmethod
