@@ -108,6 +108,8 @@ def test_a_run_can_start_from_the_adapters_of_another_run(itool, tmp_path):
     (["--rounds", "two"], "Error: Invalid value for '--rounds': 'two' is not a valid integer."),
     (["--config", "missing.yaml"], "Error: config file not found: missing.yaml"),
     (["--trainer-opt", "lr=fast"], "Error: trainer.options.lr: Input should be a valid number"),
+    (["--trainer", "lora", "--trainer-opt", "micro_batch_tokens=0"],
+     "Error: trainer.options.micro_batch_tokens: Input should be greater than or equal to 1"),
     (["--stop-after", "round9.train"], "Error: --stop-after 'round9.train' is not a stage of this run"),
     (["--adapter", "nowhere"], "Error: adapters: adapter folder not found: nowhere"),
 ])
