@@ -146,6 +146,7 @@ def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dt
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from itool.plugins.models.grouped_attention import use_grouped_attention
+    from itool.plugins.models.small_batch_linear import use_small_batch_linear
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -172,6 +173,7 @@ def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dt
         model.to(torch_device)
     model.eval()
     use_grouped_attention(model)
+    use_small_batch_linear(model)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
