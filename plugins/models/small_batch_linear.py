@@ -2,10 +2,11 @@
 
 Decoding multiplies a handful of rows (one per sequence in the batch) by every weight matrix. For 2–48
 rows MKL's ``x @ W.T`` (what ``nn.Linear`` runs) is far from streaming the weights once: on the 2-core
-CPU, all 211 linear layers of SmolLM2-135M took 92–115 ms at 2–3 rows against 46 ms at one row. The same
-product computed as ``(W @ x.T).T`` took 31–68 ms there, and was no slower up to 48 rows. It is the same
-arithmetic in another order (results agree to float rounding). With gradients enabled (training), off the
-CPU, in another dtype than float32 (not measured), or outside that row range, the stock layer runs.
+CPU, all 211 linear layers of SmolLM2-135M took 78–115 ms at 2–3 rows against 44–50 ms at one row. The
+same product computed as ``(W @ x.T).T`` took 31–68 ms there, and was no slower up to 48 rows. It is the
+same arithmetic in another order (results agree to float rounding). With gradients enabled (training),
+off the CPU, in another dtype than float32 (not measured), or outside that row range, the stock layer
+runs.
 """
 
 from __future__ import annotations
