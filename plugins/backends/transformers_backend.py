@@ -377,7 +377,7 @@ class TransformersBackend:
                 # Keep the smallest set of top tokens whose mass reaches top_p (always at least one).
                 probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_ps[sampled, None], 0.0)
             cumulative = probs.cumsum(-1)
-            ranks = torch.tensor([row.rank for row, s in zip(rows, sampled.tolist()) if s])
+            ranks = torch.tensor([row.rank for row, s in zip(rows, sampled.tolist()) if s], device=logits.device)
             draw = torch.rand((len(cumulative), 1), device=logits.device)[ranks.argsort().argsort()]
             draw = draw * cumulative[:, -1:]
             picks = torch.searchsorted(cumulative, draw, right=True).clamp(max=probs.shape[-1] - 1)
