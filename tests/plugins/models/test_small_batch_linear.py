@@ -1,30 +1,84 @@
-"""Small-batch linear layers: the loader switches the model to them, and they compute what nn.Linear does."""
+"""Small-batch linear layers: the loader switches the model to them, they compute what nn.Linear does,
+and where the compiled kernel cannot run they are the stock layer."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from itool.plugins.models.small_batch_linear import SmallBatchLinear, use_small_batch_linear
+from itool.plugins.models.small_batch_linear import SmallBatchLinear, kernel, use_small_batch_linear
 
 
-def test_the_loaded_model_decodes_with_small_batch_linear_layers(shared_policy):
+def fast_copy(stock: torch.nn.Linear) -> torch.nn.Linear:
+    fast = torch.nn.Linear(stock.in_features, stock.out_features, bias=stock.bias is not None)
+    fast.load_state_dict(stock.state_dict())
+    use_small_batch_linear(fast)
+    return fast
+
+
+def test_the_kernel_builds_here_and_the_loaded_model_uses_it(shared_policy):
+    assert kernel() is not None
     layers = [m for m in shared_policy.model.modules() if isinstance(m, torch.nn.Linear)]
     assert layers and all(isinstance(m, SmallBatchLinear) for m in layers)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 24, 48, 200])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 24, 48, 200])
 @pytest.mark.parametrize("bias", [False, True])
 def test_inference_gives_the_stock_result_for_any_number_of_rows(rows, bias):
     torch.manual_seed(0)
     stock = torch.nn.Linear(64, 96, bias=bias)
-    fast = torch.nn.Linear(64, 96, bias=bias)
-    fast.load_state_dict(stock.state_dict())
-    use_small_batch_linear(fast)
+    fast = fast_copy(stock)
     x = torch.randn(rows, 1, 64)
     with torch.inference_mode():
         assert torch.allclose(fast(x), stock(x), atol=1e-5)
         assert fast(x).shape == (rows, 1, 96) and fast(x).is_contiguous()
+
+
+def test_a_row_gives_the_same_numbers_alone_and_in_a_batch():
+    torch.manual_seed(0)
+    fast = fast_copy(torch.nn.Linear(576, 1536))
+    batch = torch.randn(24, 576)
+    with torch.inference_mode():
+        together = fast(batch)
+        assert all(torch.equal(fast(batch[k:k + 1]), together[k:k + 1]) for k in range(24))
+        assert torch.equal(fast(batch[5:12]), together[5:12])
+
+
+def test_shapes_the_kernel_does_not_take_run_the_stock_layer():
+    torch.manual_seed(0)
+    stock = torch.nn.Linear(60, 94)  # 60 inputs: not a multiple of 8
+    x = torch.randn(3, 60)
+    with torch.inference_mode():
+        assert torch.equal(fast_copy(stock)(x), stock(x))
+
+
+def test_without_a_compiler_the_stock_layer_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kernel.cache_clear()
+    try:
+        assert kernel() is None
+        torch.manual_seed(0)
+        stock = torch.nn.Linear(64, 96)
+        x = torch.randn(3, 64)
+        with torch.inference_mode():
+            assert torch.equal(fast_copy(stock)(x), stock(x))
+    finally:
+        kernel.cache_clear()
+
+
+def test_a_fresh_cache_builds_the_kernel_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kernel.cache_clear()
+    try:
+        assert kernel() is not None
+        built = list((tmp_path / "itool" / "kernels").glob("*.so"))
+        assert len(built) == 1
+        kernel.cache_clear()
+        stamp = built[0].stat().st_mtime_ns
+        assert kernel() is not None and built[0].stat().st_mtime_ns == stamp
+    finally:
+        kernel.cache_clear()
 
 
 def test_training_runs_the_stock_layer_and_gradients_flow():
