@@ -1,11 +1,13 @@
 /* y = x @ w.T (+ b) for a few rows of x: see small_batch_linear.py for why this exists.
  *
- * x: [M, K], w: [N, K], y: [M, N], all float32 and contiguous; K a multiple of 8, N a multiple of 4.
+ * x: [M, K], w: [N, K], y: [M, N], all float32 and contiguous; K a multiple of 8.
  * Each output is the dot product of one row of x with one row of w, summed in 8 lanes over K and then
  * across the lanes, the same way whatever M is: a row's result does not depend on the rows beside it.
- * A block holds 4 rows of w against 1-3 rows of x in 12 vector accumulators (16 registers on AVX2), so
- * each weight loaded from memory feeds up to 3 multiply-adds. Threads split N (OpenMP: the runtime
- * torch already loaded, so its thread count applies).
+ * A block holds 6 rows of w against 2 rows of x in 12 vector accumulators (with the two rows of x and
+ * one row of w: 15 of AVX2's 16 registers), so each weight loaded from memory feeds two multiply-adds
+ * and each row of x is read once per 6 rows of w. Threads split N (OpenMP: the runtime torch already
+ * loaded, so its thread count applies). Measured on the 2-core AVX2 CPU: 4x2 and 4x3 blocks were
+ * 5% slower.
  */
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
@@ -17,38 +19,39 @@ static inline float hsum(v8 v) {
     return (s[0] + s[2]) + (s[1] + s[3]);
 }
 
-#define BLOCK(MB)                                                                                          \
-static void block##MB(const float *x, const float *w, const float *b, float *y, long m0, long n0, long K,  \
-                      long N) {                                                                            \
-    const float *w0 = w + n0 * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;                                \
-    const float *x0 = x + m0 * K, *x1 = x0 + (MB > 1 ? K : 0), *x2 = x0 + (MB > 2 ? 2 * K : 0);             \
-    v8 a00 = {0}, a01 = {0}, a02 = {0}, a10 = {0}, a11 = {0}, a12 = {0};                                     \
-    v8 a20 = {0}, a21 = {0}, a22 = {0}, a30 = {0}, a31 = {0}, a32 = {0};                                     \
-    for (long k = 0; k < K; k += 8) {                                                                       \
-        v8 c0 = LOAD(x0 + k), c1 = MB > 1 ? LOAD(x1 + k) : c0, c2 = MB > 2 ? LOAD(x2 + k) : c0;             \
-        v8 v = LOAD(w0 + k);                                                                                \
-        a00 += v * c0; if (MB > 1) a01 += v * c1; if (MB > 2) a02 += v * c2;                                \
-        v = LOAD(w1 + k);                                                                                   \
-        a10 += v * c0; if (MB > 1) a11 += v * c1; if (MB > 2) a12 += v * c2;                                \
-        v = LOAD(w2 + k);                                                                                   \
-        a20 += v * c0; if (MB > 1) a21 += v * c1; if (MB > 2) a22 += v * c2;                                \
-        v = LOAD(w3 + k);                                                                                   \
-        a30 += v * c0; if (MB > 1) a31 += v * c1; if (MB > 2) a32 += v * c2;                                \
-    }                                                                                                       \
-    v8 acc[3][4] = {{a00, a10, a20, a30}, {a01, a11, a21, a31}, {a02, a12, a22, a32}};                     \
-    for (int j = 0; j < MB; j++)                                                                            \
-        for (int i = 0; i < 4; i++) y[(m0 + j) * N + n0 + i] = hsum(acc[j][i]) + (b ? b[n0 + i] : 0.0f);   \
+/* rows m0.. m0+MB-1 of x against rows n0 .. n0+NB-1 of w */
+#define BLOCK(NB, MB)                                                                                      \
+static void block_##NB##_##MB(const float *x, const float *w, const float *b, float *y, long m0, long n0,   \
+                              long K, long N) {                                                            \
+    const float *x0 = x + m0 * K, *x1 = x0 + (MB > 1 ? K : 0);                                             \
+    v8 acc[NB][2] = {{{0}}};                                                                               \
+    for (long k = 0; k < K; k += 8) {                                                                      \
+        v8 c0 = LOAD(x0 + k), c1 = MB > 1 ? LOAD(x1 + k) : c0;                                             \
+        for (int i = 0; i < NB; i++) {                                                                     \
+            v8 v = LOAD(w + (n0 + i) * K + k);                                                             \
+            acc[i][0] += v * c0;                                                                           \
+            if (MB > 1) acc[i][1] += v * c1;                                                               \
+        }                                                                                                  \
+    }                                                                                                      \
+    for (int j = 0; j < MB; j++)                                                                           \
+        for (int i = 0; i < NB; i++) y[(m0 + j) * N + n0 + i] = hsum(acc[i][j]) + (b ? b[n0 + i] : 0.0f);  \
 }
-BLOCK(1)
-BLOCK(2)
-BLOCK(3)
+BLOCK(6, 2)
+BLOCK(6, 1)
+BLOCK(1, 2)
+BLOCK(1, 1)
 
 void small_linear(const float *x, const float *w, const float *b, float *y, long M, long N, long K) {
+    long wide = N / 6;  /* blocks of 6 rows of w, then N % 6 single rows */
     #pragma omp parallel for schedule(static)
-    for (long n0 = 0; n0 < N; n0 += 4) {
-        long m0 = 0;
-        for (; m0 + 3 <= M; m0 += 3) block3(x, w, b, y, m0, n0, K, N);
-        if (M - m0 == 2) block2(x, w, b, y, m0, n0, K, N);
-        else if (M - m0 == 1) block1(x, w, b, y, m0, n0, K, N);
+    for (long block = 0; block < wide + N % 6; block++) {
+        long m0 = 0, n0 = block < wide ? 6 * block : 6 * wide + (block - wide);
+        if (block < wide) {
+            for (; m0 + 2 <= M; m0 += 2) block_6_2(x, w, b, y, m0, n0, K, N);
+            if (m0 < M) block_6_1(x, w, b, y, m0, n0, K, N);
+        } else {
+            for (; m0 + 2 <= M; m0 += 2) block_1_2(x, w, b, y, m0, n0, K, N);
+            if (m0 < M) block_1_1(x, w, b, y, m0, n0, K, N);
+        }
     }
 }
