@@ -32,7 +32,7 @@ def test_the_wheel_holds_every_plugin_module_the_presets_and_the_kernel_source(w
     for module in modules:
         assert module.replace(".", "/") + ".py" in names, module
     assert "itool/presets/smoke.yaml" in names
-    assert "itool/plugins/models/small_batch_linear.c" in names
+    assert "itool/plugins/models/cpu_kernels.c" in names
     assert not any(n.startswith(("core/", "plugins/", "registry/", "tests/")) for n in names)
 
 
