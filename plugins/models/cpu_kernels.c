@@ -15,12 +15,10 @@
  */
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
-typedef int i8 __attribute__((vector_size(32)));
 #define LOAD(p) (*(const v8u *)(p))
 
 static inline float hsum(v8 v) {
-    v8 s = v + __builtin_shuffle(v, (i8){4, 5, 6, 7, 0, 1, 2, 3});
-    return (s[0] + s[2]) + (s[1] + s[3]);
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
 /* rows m0.. m0+MB-1 of x against rows n0 .. n0+NB-1 of w */

@@ -59,7 +59,7 @@ def library() -> ctypes.CDLL | None:
     if compiler is None:
         log.info("cpu kernels: no C compiler found; decoding uses torch's kernels")
         return None
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join([compiler, *FLAGS]).encode(),
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join([compiler, *FLAGS, "-lm"]).encode(),
                                      _cpu_flags().encode(), platform.machine().encode()])).hexdigest()[:16]
     path = _cache_dir() / f"cpu_kernels-{key}.so"
     try:
@@ -67,7 +67,8 @@ def library() -> ctypes.CDLL | None:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
                 built = Path(tmp) / path.name
-                subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)], check=True, capture_output=True)
+                subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], check=True,
+                               capture_output=True)
                 built.replace(path)  # atomic: another process never loads a half-written file
         lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.CalledProcessError) as error:

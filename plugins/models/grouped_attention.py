@@ -11,8 +11,8 @@ SmolLM2 has 9 query heads over 3 key/value heads.
   kernel (:mod:`itool.plugins.models.cpu_kernels`) reads each key/value head once for its query heads
   and skips padding.
 
-With gradients enabled (training), with dropout or a position bias, and where the kernel is not
-available, the stock function runs unchanged.
+With gradients enabled (training), with dropout, a position bias, a soft cap or attention sinks, and
+where the kernel is not available, the stock function runs unchanged.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from itool.plugins.models.cpu_kernels import library
 
 NAME = "itool_grouped_sdpa"
+_CHANGES_ATTENTION = ("position_bias", "softcap", "s_aux", "sinks")  # arguments only the stock function honours
 
 
 def grouped_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                  attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                  is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    stock = torch.is_grad_enabled() or dropout or kwargs.get("position_bias") is not None
+    stock = torch.is_grad_enabled() or dropout or any(kwargs.get(name) is not None for name in _CHANGES_ATTENTION)
     if not stock and query.shape[2] == 1:
         out = decode_attention(query, key, value, attention_mask, scaling)
         if out is not None:
