@@ -14,7 +14,8 @@ CPU kernels are far from what the hardware allows. On the 2-core AVX2 CPU:
   decode step of those rows in 169 ms against 212.
 
 So this module compiles the kernels with the system C compiler (``-march=native``: for this machine's
-CPU), caches the library under ``~/.cache/itool/kernels`` keyed by source, compiler and CPU flags, and
+CPU), caches the library under ``$ITOOL_CACHE/kernels`` (default ``~/.cache/itool/kernels``, beside the
+converted default model) keyed by source, compiler and CPU flags, and
 loads it with ``ctypes``. Without a compiler the callers run torch's kernels, after one log line.
 """
 
@@ -28,17 +29,16 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
+
+from itool.plugins.models.transformers_loader import default_cache_root
+from itool.rundir import atomic_path
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_suffix(".c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "itool" / "kernels"
+LIBRARIES = ["-lm"]  # after the source, where the linker looks for what it still needs
 
 
 def _cpu_flags() -> str:
@@ -59,17 +59,14 @@ def library() -> ctypes.CDLL | None:
     if compiler is None:
         log.info("cpu kernels: no C compiler found; decoding uses torch's kernels")
         return None
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join([compiler, *FLAGS, "-lm"]).encode(),
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join([compiler, *FLAGS, *LIBRARIES]).encode(),
                                      _cpu_flags().encode(), platform.machine().encode()])).hexdigest()[:16]
-    path = _cache_dir() / f"cpu_kernels-{key}.so"
+    path = default_cache_root() / "kernels" / f"cpu_kernels-{key}.so"
     try:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-                built = Path(tmp) / path.name
-                subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], check=True,
+            with atomic_path(path) as built:  # another process never loads a half-written file
+                subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), *LIBRARIES], check=True,
                                capture_output=True)
-                built.replace(path)  # atomic: another process never loads a half-written file
         lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.CalledProcessError) as error:
         stderr = (getattr(error, "stderr", None) or b"").decode(errors="replace").strip()

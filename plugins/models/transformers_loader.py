@@ -99,8 +99,13 @@ def resolve_dtype(dtype: str, device: Any) -> Any:
 
 
 # -- the bundled GGUF -----------------------------------------------------------------------------------
+def default_cache_root() -> Path:
+    """Where itool caches what it builds once per machine: ``$ITOOL_CACHE`` or ``~/.cache/itool``."""
+    return Path(os.environ.get("ITOOL_CACHE") or Path.home() / ".cache" / "itool").expanduser()
+
+
 def cache_root(opts: TransformersLoaderOptions) -> Path:
-    return Path(opts.cache_dir or os.environ.get("ITOOL_CACHE") or Path.home() / ".cache" / "itool").expanduser()
+    return Path(opts.cache_dir).expanduser() if opts.cache_dir else default_cache_root()
 
 
 def bundled_gguf() -> Path:

@@ -14,11 +14,11 @@ def test_the_kernels_build_on_this_machine():
 
 
 def test_a_fresh_cache_builds_the_library_once(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("ITOOL_CACHE", str(tmp_path))
     library.cache_clear()
     try:
         assert library() is not None
-        built = list((tmp_path / "itool" / "kernels").glob("*.so"))
+        built = list((tmp_path / "kernels").glob("*.so"))
         assert len(built) == 1
         stamp = built[0].stat().st_mtime_ns
         library.cache_clear()
@@ -29,7 +29,7 @@ def test_a_fresh_cache_builds_the_library_once(monkeypatch, tmp_path):
 
 def test_without_a_compiler_torch_kernels_run(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("ITOOL_CACHE", str(tmp_path))
     library.cache_clear()
     try:
         with caplog.at_level("INFO"):
