@@ -16,6 +16,13 @@
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 #define LOAD(p) (*(const v8u *)(p))
+/* Keeps a loaded vector in a register: without it GCC folds the load into each multiply-add that uses
+ * the vector, so a block read every weight twice (5-10% slower at 24-48 rows here). */
+#if defined(__x86_64__) || defined(__i386__)
+#define IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define IN_REGISTER(v) ((void)0)
+#endif
 
 static inline float hsum(v8 v) {
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
@@ -31,6 +38,7 @@ static void block_##NB##_##MB(const float *x, const float *w, const float *b, fl
         v8 c0 = LOAD(x0 + k), c1 = MB > 1 ? LOAD(x1 + k) : c0;                                             \
         for (int i = 0; i < NB; i++) {                                                                     \
             v8 v = LOAD(w + (n0 + i) * K + k);                                                             \
+            IN_REGISTER(v);                                                                                \
             acc[i][0] += v * c0;                                                                           \
             if (MB > 1) acc[i][1] += v * c1;                                                               \
         }                                                                                                  \
