@@ -194,7 +194,8 @@ class TransformersBackend:
         A run takes the next prompt while that encodes fewer tokens in all: the run's members lose
         ``shared - common`` each from their shared part, the newcomer saves ``common``. So the prompts of
         an evaluation share their system prompt, and a search's requests for one sample share its prompt
-        and answer prefix instead of merely the system prompt they have in common with other samples."""
+        and answer prefix instead of merely the system prompt they have in common with other samples. A
+        run of one prompt shares only what is kept of it."""
         start = 0
         while start < len(prompts):
             end, shared = start + 1, len(prompts[start]) - 1
@@ -203,6 +204,8 @@ class TransformersBackend:
                 if (end - start - 1) * (shared - common) >= common or common < max(kept[start: end + 1]):
                     break
                 shared, end = common, end + 1
+            if end - start == 1:  # shared with nobody: the whole rest is its tail, one forward pass instead of two
+                shared = kept[start]
             yield start, end, shared
             start = end
 

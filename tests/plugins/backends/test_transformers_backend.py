@@ -43,6 +43,18 @@ def test_prompts_prefilled_in_separate_groups_decode_like_one_batch(shared_polic
     assert [gens[0].text for gens in out] == [g.text for g in greedy]
 
 
+def test_a_prompt_alone_is_encoded_in_one_forward_pass(backend, shared_policy, prompts, greedy, monkeypatch):
+    """Nothing to share with: no separate pass for a beginning; the first token comes from that one pass."""
+    model = shared_policy.model
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *args, **kwargs: calls.append(kwargs["input_ids"].shape) or
+                        forward(*args, **kwargs))
+    (first,), = backend.generate([GenerationRequest(prompts[0], max_new_tokens=1, temperature=0)])
+    assert len(calls) == 1 and calls[0][1] == len(shared_policy.tokenizer(prompts[0])["input_ids"])
+    assert first.token_logprobs == pytest.approx(greedy[0].token_logprobs[:1], abs=1e-3)
+
+
 def test_prompts_with_a_common_beginning_decode_as_if_each_were_alone(backend, shared_policy):
     """A search's prompts: one question plus different answer prefixes (one prompt is a prefix of another)."""
     question = chat(shared_policy, "List three prime numbers.")
