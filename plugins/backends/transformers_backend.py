@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from itool import hookimpl
 from itool.components import Generation, GenerationRequest, Score
+from itool.plugins.models.transformers_loader import cache_keyword
 from itool.plugins.training import mask_positions, score_completions
 
 
@@ -299,7 +300,7 @@ class TransformersBackend:
             mask = mask.to(device)
             positions = mask_positions(mask)
             out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions[:, past_width:],
-                        past_key_values=cache, use_cache=True, logits_to_keep=1)
+                        use_cache=True, logits_to_keep=1, **{cache_keyword(model): cache})
             self.encoded_tokens += len(batch) * new_width
             yield order[start:end], (cache, mask, out.logits[:, -1].float())
             start = end
@@ -355,7 +356,7 @@ class TransformersBackend:
                 step_ids = torch.tensor([[row.ids[-1] if row else pad] for row in rows], device=device)
                 mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=1)
                 logits = model(input_ids=step_ids, attention_mask=mask, position_ids=next_pos[:, None],
-                               past_key_values=cache, use_cache=True).logits[:, -1].float()
+                               use_cache=True, **{cache_keyword(model): cache}).logits[:, -1].float()
                 next_pos = next_pos + 1
 
     @staticmethod

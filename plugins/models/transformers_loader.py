@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,17 @@ class TransformersPolicy:
             raise ItoolError(f"not a PEFT adapter (no adapter_config.json): {path}")
         self.model = PeftModel.from_pretrained(self.model, path).merge_and_unload()
         self.model.eval()
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword that hands ``model``'s forward a key/value cache: ``cache`` since transformers renamed
+    ``past_key_values`` (the old name warns, and goes in 5.40), ``past_key_values`` before that."""
+    return _cache_keyword(type(model))
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 # -- device and dtype -----------------------------------------------------------------------------------

@@ -3,11 +3,12 @@ in a batched prefill and when decoding (the compiled kernel)."""
 
 from __future__ import annotations
 
-import torch
-
 import pytest
+import torch
+from transformers import DynamicCache
 
 from itool.plugins.models.grouped_attention import NAME, decode_attention
+from itool.plugins.models.transformers_loader import cache_keyword
 
 
 def test_the_loaded_model_uses_grouped_attention(shared_policy):
@@ -66,9 +67,10 @@ def test_decoding_gives_the_stock_sdpa_logits(shared_policy, monkeypatch):
         for name in (NAME, "sdpa"):
             model.set_attn_implementation(name)
             try:
-                out = model(**batch, use_cache=True)
+                cache = DynamicCache()
+                model(**batch, use_cache=True, **{cache_keyword(model): cache})
                 logits[name] = model(input_ids=torch.tensor([[42], [42]]), attention_mask=mask, position_ids=positions,
-                                     past_key_values=out.past_key_values, use_cache=True).logits
+                                     use_cache=True, **{cache_keyword(model): cache}).logits
             finally:
                 model.set_attn_implementation(NAME)
     assert torch.allclose(logits[NAME], logits["sdpa"], atol=1e-4)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from itool.errors import ItoolError
 from itool.plugins.models.small_batch_linear import ROWS
 from itool.plugins.models.transformers_loader import (
-    TransformersLoaderOptions, bf16_is_native, bundled_gguf, load, resolve_dtype,
+    TransformersLoaderOptions, bf16_is_native, bundled_gguf, cache_keyword, load, resolve_dtype,
 )
 
 
@@ -86,3 +88,19 @@ def test_bad_settings_are_one_line_errors(kwargs, opts, message):
 def test_merging_something_that_is_not_an_adapter_is_one_line_error(shared_policy, tmp_path):
     with pytest.raises(ItoolError, match="not a PEFT adapter"):
         shared_policy.merge_adapter(tmp_path)
+
+
+def test_the_cache_goes_by_the_keyword_the_model_forward_takes(shared_policy):
+    class Renamed:
+        def forward(self, input_ids, cache=None): ...
+
+    class Before:
+        def forward(self, input_ids, past_key_values=None): ...
+
+    assert cache_keyword(Renamed()) == "cache"
+    assert cache_keyword(Before()) == "past_key_values"
+    cache, ids = DynamicCache(), shared_policy.tokenizer("Hello there", return_tensors="pt")["input_ids"]
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("error", FutureWarning)  # the old keyword still works, with a deprecation warning
+        shared_policy.model(input_ids=ids, use_cache=True, **{cache_keyword(shared_policy.model): cache})
+    assert cache.get_seq_length() == ids.shape[1]
