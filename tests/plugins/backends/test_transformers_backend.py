@@ -51,7 +51,7 @@ def test_a_prompt_alone_is_encoded_in_one_forward_pass(backend, shared_policy, p
     monkeypatch.setattr(model, "forward", lambda *args, **kwargs: calls.append(kwargs["input_ids"].shape) or
                         forward(*args, **kwargs))
     (first,), = backend.generate([GenerationRequest(prompts[0], max_new_tokens=1, temperature=0)])
-    assert len(calls) == 1 and calls[0][1] == len(shared_policy.tokenizer(prompts[0])["input_ids"])
+    assert len(calls) == 1 and calls[0][1] == len(shared_policy.tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
     assert first.token_logprobs == pytest.approx(greedy[0].token_logprobs[:1], abs=1e-3)
 
 
