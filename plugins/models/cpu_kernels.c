@@ -17,7 +17,7 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 #define LOAD(p) (*(const v8u *)(p))
 /* Keeps a loaded vector in a register: without it GCC folds the load into each multiply-add that uses
- * the vector, so a block read every weight twice (5-10% slower at 24-48 rows here). */
+ * the vector, so a block read every weight twice (6-11% slower at 24-48 rows here). */
 #if defined(__x86_64__) || defined(__i386__)
 #define IN_REGISTER(v) __asm__("" : "+x"(v))
 #else
