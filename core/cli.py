@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from itool import __version__
-from itool.config import COMPONENT_FIELDS, RunConfig, build_config, dump_config, parse_option, preset_names, read_config_file, read_preset
-from itool.context import RunContext
+from itool.config import COMPONENT_FIELDS, RunConfig, parse_option, preset_names, read_config_file, read_preset
 from itool.errors import ItoolError
 from itool.loop import StageFailed, check_stop_after, run_loop
-from itool.registry import KINDS, Registry
-from itool.rundir import CONFIG_FILE, RunDir, write_text
+from itool.registry import Registry
+from itool.session import plan_session, resume_session, start_session
 
 
 class UserError(click.ClickException):
@@ -129,17 +126,12 @@ def run(config_file: Path | None, preset: str | None, resume: Path | None, stop_
     if resume is not None:
         if config_file or preset or flags_layer(params):
             raise ItoolError("--resume continues with the run's saved config; give no other settings")
-        run_dir = RunDir.open(resume)
-        config = build_config([read_config_file(run_dir.path / CONFIG_FILE)])
-        ctx = RunContext(config, registry, run_dir)
+        ctx = resume_session(registry, resume)
     else:
         layers = [read_preset(preset) if preset else {}, read_config_file(config_file) if config_file else {}]
-        config = build_config([*layers, flags_layer(params)])
-        ctx = RunContext(config, registry, run=None)  # resolves every component before anything is written
+        ctx = plan_session(registry, [*layers, flags_layer(params)])
         check_stop_after(ctx, stop_after)
-        ctx.run = RunDir.create(config.runs_dir, config.name)
-        config.name = ctx.run.path.name
-        write_text(ctx.run.path / CONFIG_FILE, dump_config(config))
+        start_session(ctx)
     click.echo(f"run directory: {ctx.run.path}", err=True)
     run_loop(ctx, stop_after=stop_after)
     report = write_report(ctx.run)

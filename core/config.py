@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from itool.errors import ItoolError, describe_validation_error
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+MAX_ROUNDS = 1000  # far beyond any useful run, far below what a typo costs in memory
+MAX_SAMPLES = 10_000_000
 
 
 class ComponentSpec(BaseModel):
@@ -48,7 +50,7 @@ COMPONENT_FIELDS: dict[str, str] = {
 class RunConfig(BaseModel):
     """Everything a run needs; saved as ``config.yaml`` in the run directory."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     name: str | None = Field(default=None, description="Run name; the run lives in <runs_dir>/<name>.")
     runs_dir: Path = Field(default=Path("runs"), description="Parent folder of run directories.")
@@ -59,9 +61,9 @@ class RunConfig(BaseModel):
     )
     device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:N]'.")
     dtype: str = Field(default="auto", description="'auto' (bf16 where it works), 'bfloat16', 'float32'.")
-    rounds: int = Field(default=1, ge=0, description="Reinforcement rounds after the warm-up.")
-    train_limit: int | None = Field(default=32, ge=1, description="Use at most this many train samples.")
-    eval_limit: int | None = Field(default=16, ge=1, description="Evaluate on at most this many samples.")
+    rounds: int = Field(default=1, ge=0, le=MAX_ROUNDS, description="Reinforcement rounds after the warm-up.")
+    train_limit: int | None = Field(default=32, ge=1, le=MAX_SAMPLES, description="Use at most this many train samples.")
+    eval_limit: int | None = Field(default=16, ge=1, le=MAX_SAMPLES, description="Evaluate on at most this many samples.")
     eval_base: bool = Field(default=True, description="Evaluate the untrained model first.")
     adapters: list[Path] = Field(
         default_factory=list,
@@ -80,6 +82,14 @@ class RunConfig(BaseModel):
     trainer: ComponentSpec = ComponentSpec(name="lora")
     loss: ComponentSpec = ComponentSpec(name="simpo")
     evaluator: ComponentSpec = ComponentSpec(name="bfcl")
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, name: str | None) -> str | None:
+        """The run lives in <runs_dir>/<name>: a name that is a path could put it anywhere."""
+        if name is not None and (name in ("", ".", "..") or any(c in name for c in "/\\\0")):
+            raise ValueError(f"name {name!r} must be a plain folder name (no '/', not '.' or '..')")
+        return name
 
     @field_validator("adapters")
     @classmethod
@@ -105,7 +115,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ItoolError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ItoolError(f"config file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ItoolError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -177,5 +192,18 @@ def build_config(layers: list[dict[str, Any]]) -> RunConfig:
         raise ItoolError(describe_validation_error(exc)) from None
 
 
+def config_data(config: RunConfig) -> dict[str, Any]:
+    """The config as plain data: what ``config.yaml`` holds and ``state.json`` records."""
+    return config.model_dump(mode="json")
+
+
 def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(config_data(config), sort_keys=False)
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two configs as data (``loss.options.beta``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [changed for key in dict.fromkeys([*old, *new])
+                for changed in changed_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))]
+    return [] if old == new else [prefix or "config"]

@@ -17,25 +17,55 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pydantic import BaseModel
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from itool.errors import ItoolError
+from itool.errors import ItoolError, describe_validation_error
 
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+# An empty file in every folder that atomic_path makes: only such folders are ever replaced, so a
+# user's folder given as an output path is never deleted.
+MADE_BY_ITOOL = ".itool-output"
+
+
+def made_by_itool(path: Path) -> bool:
+    return (Path(path) / MADE_BY_ITOOL).is_file()
+
+
+def check_output_file(path: Path, what: str = "--out") -> None:
+    """Fail before any work when ``path`` cannot become a file: it is a folder (never replaced by a
+    file) or its parent is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ItoolError(f"{what} {path} is a folder; give a file name (an existing folder is never replaced)")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ItoolError(f"{what} {path}: {parent} is a file, not a folder")
 
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
-    Works for files and for folders (e.g. a PEFT adapter written by ``save_pretrained``)."""
+    Works for files and for folders (e.g. a PEFT adapter written by ``save_pretrained``). A folder it
+    makes is marked as itool's; an existing folder without that mark is someone else's and is
+    refused, never deleted."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / "out"
+    if not path.name or path.name in (".", ".."):
+        raise ItoolError(f"cannot write to {path}: give a file or folder name")
+    if path.is_dir() and not made_by_itool(path):
+        raise ItoolError(f"{path} is a folder that itool did not make; it is left as it is (choose another path)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / "out"
+    except OSError as exc:
+        raise ItoolError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         yield tmp
+        if tmp.is_dir():
+            (tmp / MADE_BY_ITOOL).touch()
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -66,34 +96,91 @@ def read_jsonl(path: Path, model: type[BaseModel] | None = None) -> list[Any]:
     return [model.model_validate(r) for r in rows] if model else rows
 
 
+class RunState(BaseModel):
+    """What ``state.json`` holds. ``config`` is the resolved config the run started with (absent in
+    runs made before it was recorded): a resumed run refuses a config.yaml edited since."""
+
+    model_config = ConfigDict(extra="allow")
+
+    completed: list[str]
+    adapters: list[str]
+    results: dict[str, Any]
+    config: dict[str, Any] | None = None
+
+    @field_validator("adapters")
+    @classmethod
+    def _inside_the_run(cls, adapters: list[str]) -> list[str]:
+        for adapter in adapters:
+            if Path(adapter).is_absolute() or ".." in Path(adapter).parts:
+                raise ValueError(f"adapter path {adapter!r} points outside the run directory")
+        return adapters
+
+
 class RunDir:
     """One run's folder. Stages are named like ``warmup`` or ``round1.search``."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    @classmethod
-    def create(cls, runs_dir: Path, name: str | None) -> "RunDir":
-        name = name or datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    @staticmethod
+    def check_new(runs_dir: Path, name: str) -> Path:
+        """The path of a new run, or one line saying why it cannot be made there (nothing is written)."""
         path = Path(runs_dir) / name
         if (path / STATE_FILE).exists():
             raise ItoolError(f"run directory {path} already exists; resume it with --resume {path}")
-        path.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_dir():
+            raise ItoolError(f"run directory {path} is a file")
+        if path.is_dir() and any(path.iterdir()):
+            raise ItoolError(f"{path} exists and is not an itool run; choose another name or runs folder")
+        existing = next(p for p in [path, *path.parents] if p.exists())
+        if not existing.is_dir():
+            raise ItoolError(f"cannot make run directory {path}: {existing} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ItoolError(f"cannot make run directory {path}: {existing} is not writable")
+        return path
+
+    @classmethod
+    def create(cls, runs_dir: Path, name: str | None, config: dict[str, Any] | None = None) -> "RunDir":
+        """Make the run's folder with its ``config.yaml`` (when given) and then ``state.json``, which
+        is what makes it a run."""
+        path = cls.check_new(runs_dir, name or datetime.now().strftime("run-%Y%m%d-%H%M%S"))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ItoolError(f"cannot make run directory {path}: {exc.strerror or exc}") from None
         run = cls(path)
-        run._write_state({"completed": [], "adapters": [], "results": {}})
+        if config is not None:
+            write_text(path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+        run._write_state(RunState(completed=[], adapters=[], results={}, config=config).model_dump(exclude_none=True))
         return run
 
     @classmethod
     def open(cls, path: Path) -> "RunDir":
+        """An existing run, its state file checked (a damaged one is one line, not a traceback later)."""
         path = Path(path)
         if not (path / STATE_FILE).is_file() or not (path / CONFIG_FILE).is_file():
             raise ItoolError(f"not a run directory (no {STATE_FILE} or {CONFIG_FILE}): {path}")
-        return cls(path)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ItoolError(f"run directory {path} is not writable")
+        run = cls(path)
+        run.state  # read once: a damaged state file fails here, before anything runs
+        return run
 
     # -- state ---------------------------------------------------------------------------------
     @property
     def state(self) -> dict[str, Any]:
-        return json.loads((self.path / STATE_FILE).read_text(encoding="utf-8"))
+        path = self.path / STATE_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ItoolError(f"{path} is damaged ({str(exc).splitlines()[0]}); the run cannot continue") from None
+        except OSError as exc:
+            raise ItoolError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            RunState.model_validate(data)
+        except ValidationError as exc:
+            raise ItoolError(f"{path} is damaged: {describe_validation_error(exc, 'state')}") from None
+        return data
 
     def _write_state(self, state: dict[str, Any]) -> None:
         write_json(self.path / STATE_FILE, state)
@@ -110,13 +197,18 @@ class RunDir:
         state["completed"].append(stage)
         state["results"][stage] = result
         if adapter is not None:
-            state["adapters"].append(str(Path(adapter).relative_to(self.path)))
+            state["adapters"].append(Path(adapter).relative_to(self.path).as_posix())
         self._write_state(state)
 
     @property
     def adapters(self) -> list[Path]:
         """Adapters of completed training stages, oldest first: merged in order they rebuild the policy."""
         return [self.path / a for a in self.state["adapters"]]
+
+    @property
+    def started_with(self) -> dict[str, Any] | None:
+        """The resolved config recorded when the run was made (None for runs made before it was)."""
+        return self.state.get("config")
 
     # -- files ---------------------------------------------------------------------------------
     def stage_dir(self, stage: str) -> Path:

@@ -10,6 +10,7 @@ import difflib
 import importlib
 import importlib.metadata
 import inspect
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -58,11 +59,46 @@ class Component:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def parse_options(self, values: dict[str, Any] | None) -> BaseModel:
-        """Validate user options; errors name the field as ``<kind>.options.<field>``."""
+        """Validate user options; errors name the field as ``<kind>.options.<field>``.
+
+        Unknown keys and non-finite numbers are refused here for every component, whatever its
+        options model allows: a misspelt option silently left at its default is a wasted run."""
+        values = values or {}
+        known = self.option_names()
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                listing = ", ".join(known) if known else "none"
+                raise ItoolError(f"{self.kind}.options: {self.kind} {self.name!r} has no option {key!r} "
+                                 f"(options: {listing}){hint}")
         try:
-            return self.options.model_validate(values or {})
+            parsed = self.options.model_validate(values)
         except ValidationError as exc:
             raise ItoolError(describe_validation_error(exc, f"{self.kind}.options")) from None
+        for key in values:
+            field_name = next((f for f, info in self.options.model_fields.items() if key in (f, info.alias)), key)
+            if not _finite(getattr(parsed, field_name, None)):
+                raise ItoolError(f"{self.kind}.options.{key}: must be a finite number, got {values[key]!r}")
+        return parsed
+
+    def option_names(self) -> list[str]:
+        """The keys a user may set: field names, and aliases where a field has one."""
+        return [name for field_name, info in self.options.model_fields.items()
+                for name in dict.fromkeys([field_name, info.alias]) if isinstance(name, str)]
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a (possibly nested) option value."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, BaseModel):
+        value = dict(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(_finite(v) for v in value)
+    return True
 
 
 @dataclass

@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from itool import hookimpl
-from itool.config import build_config, dump_config, parse_option
+from itool.config import parse_option
 from itool.context import RunContext, stable_subset
 from itool.errors import ItoolError
-from itool.plugins.datasets._common import SkipLog, check_split, in_split, json_records, require_file
+from itool.plugins.datasets._common import FileDataset, FileDatasetOptions, Malformed, json_records
 from itool.plugins.searches.agent import World, solution_messages
-from itool.rundir import RunDir, write_jsonl, write_text
+from itool.rundir import check_output_file, write_jsonl
 from itool.schemas import Sample
 
 STAGE = "annotate"
@@ -70,10 +70,12 @@ def annotate_command(search: str, environment: str, out: Path, limit: int | None
                      seed: int | None, device: str | None, dtype: str | None) -> None:
     """Annotate tool-use paths with an agent search (DFSDT) in an executable environment."""
     from itool.cli import get_registry
+    from itool.session import plan_session, start_session
 
     if limit is not None and limit < 1:
         raise ItoolError("--limit must be at least 1")
-    run_dir = run_dir or Path("runs") / datetime.now().strftime("annotate-%Y%m%d-%H%M%S")
+    check_output_file(out)
+    run_dir = (run_dir or Path("runs") / datetime.now().strftime("annotate-%Y%m%d-%H%M%S")).resolve()
     search_options = {**dict(parse_option(o, "--search-opt") for o in search_opts), "environment": environment}
     layer: dict[str, Any] = {
         "runs_dir": str(run_dir.parent), "name": run_dir.name, "train_limit": None, "eval_limit": None, "warmup": "none",
@@ -82,20 +84,18 @@ def annotate_command(search: str, environment: str, out: Path, limit: int | None
                                                 **dict(parse_option(o, "--dataset-opt") for o in dataset_opts)}},
     }
     layer.update({k: v for k, v in {"model": model, "device": device, "dtype": dtype, "seed": seed}.items() if v is not None})
-    config = build_config([layer])
     registry = get_registry()
-    ctx = RunContext(config, registry, run=None)  # validates every component before anything is written
-    searcher, opts = ctx.component("search")
-    if "environment" not in type(opts).model_fields:
+    if "environment" not in registry.get("search", search).options.model_fields:
         raise ItoolError(f"search {search!r} does not run tools in an environment; use dfsdt or react")
+    ctx = plan_session(registry, [layer])
+    searcher, opts = ctx.component("search")
     world = World.resolve(ctx, environment, opts.environment_options)
     dataset, data_opts = ctx.component("dataset")
     samples = stable_subset(dataset.obj(split, data_opts), limit)
     if not samples:
         raise ItoolError("no entries to annotate (check --dataset-opt categories and --split)")
-    ctx.run = RunDir.create(config.runs_dir, config.name)
+    start_session(ctx)
     ctx.stage = STAGE
-    write_text(ctx.run.path / "config.yaml", dump_config(config))
     trees = searcher.obj(ctx, samples, opts)
     write_jsonl(ctx.stage_dir / "trees.jsonl", trees)
     paths = path_samples(trees, samples, world)
@@ -110,9 +110,8 @@ def annotate_command(search: str, environment: str, out: Path, limit: int | None
 
 
 # -- dataset `paths` ----------------------------------------------------------------------------
-class PathsOptions(BaseModel):
+class PathsOptions(FileDatasetOptions):
     path: Path | None = Field(None, description="JSONL written by `itool annotate --out`.")
-    test_fraction: float = Field(0.1, ge=0, le=1, description="Share of paths (by id hash) in the test split.")
 
 
 def step_samples(path: Sample) -> list[Sample]:
@@ -129,26 +128,25 @@ def step_samples(path: Sample) -> list[Sample]:
     return steps
 
 
+def path_steps(index: int, record: Any) -> list[Sample]:
+    try:
+        path = Sample.model_validate(record)
+    except ValueError:
+        raise Malformed("not a Sample record") from None
+    return step_samples(path)
+
+
+PATHS = FileDataset("paths", json_records, path_steps, split_key=lambda step: step.meta["path"])  # a path's steps stay together
+
+
 def load_paths(split: str, opts: PathsOptions) -> list[Sample]:
     """Solution paths from `itool annotate`, one training sample per assistant step."""
-    check_split(split)
-    skips = SkipLog("paths")
-    samples = []
-    for record in json_records(require_file(opts.path, "paths"), skips):
-        try:
-            path = Sample.model_validate(record)
-        except ValueError:
-            skips.skip("not a Sample record")
-            continue
-        if in_split(path.id, split, opts.test_fraction):
-            samples += step_samples(path)
-    skips.report()
-    return samples
+    return PATHS.load(split, opts)
 
 
 @hookimpl
 def register_datasets(register):
-    register("paths", load_paths, options=PathsOptions)
+    register("paths", load_paths, options=PathsOptions, check=PATHS.check)
 
 
 @hookimpl

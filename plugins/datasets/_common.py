@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -100,15 +101,46 @@ class FileDatasetOptions(BaseModel):
     test_fraction: float = Field(0.1, ge=0, le=1, description="Share of records (by id hash) in the test split.")
 
 
-def load_file_dataset(name: str, split: str, opts: FileDatasetOptions,
-                      read: Callable[[Path, SkipLog], list[Sample]]) -> list[Sample]:
-    """Check the options, read every record (counting skips), log the summary, then split."""
-    check_split(split)
-    path = require_file(opts.path, name)
-    skips = SkipLog(name)
-    samples = read(path, skips)
-    skips.report()
-    return select_split(samples, split, opts.test_fraction)
+@dataclass(frozen=True)
+class FileDataset:
+    """A dataset read from one local file: where its records come from, and how one record becomes
+    its sample(s) (raising one of ``RECORD_ERRORS`` for a malformed record)."""
+
+    name: str
+    records: Callable[[Path, SkipLog], Iterable[Any]]
+    make: Callable[[int, Any], Sample | list[Sample]]
+    split_key: Callable[[Sample], str] = conversation_key
+
+    def load(self, split: str, opts: FileDatasetOptions) -> list[Sample]:
+        """Read every record (counting skips), log the summary, then split."""
+        check_split(split)
+        path = require_file(opts.path, self.name)
+        skips = SkipLog(self.name)
+        samples = collect_samples(self.records(path, skips), self.make, skips)
+        skips.report()
+        if not samples:
+            raise self.nothing_read(path, skips)
+        return select_split(samples, split, opts.test_fraction, self.split_key)
+
+    def check(self, opts: FileDatasetOptions) -> None:
+        """Before a run: the file exists, is UTF-8 text, is not empty and has a record that makes a
+        sample (reading stops at the first one)."""
+        path = require_file(opts.path, self.name)
+        skips = SkipLog(self.name)
+        for index, record in enumerate(self.records(path, skips)):
+            try:
+                self.make(index, record)
+                return
+            except RECORD_ERRORS as exc:
+                skips.skip(skip_reason(exc))
+        raise self.nothing_read(path, skips)
+
+    def nothing_read(self, path: Path, skips: SkipLog) -> ItoolError:
+        if not skips.reasons:
+            return ItoolError(f"{self.name}: {path} holds no records")
+        detail = ", ".join(f"{n} {reason}" for reason, n in skips.reasons.most_common())
+        return ItoolError(f"{self.name}: none of the {sum(skips.reasons.values())} records in {path} "
+                          f"is usable ({detail})")
 
 
 def require_file(path: Path | None, dataset: str) -> Path:
@@ -120,34 +152,49 @@ def require_file(path: Path | None, dataset: str) -> Path:
     return path
 
 
+def data_text(path: Path, dataset: str) -> str:
+    """The file's text, or one line saying why it is not usable data (unreadable, not UTF-8, empty)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ItoolError(f"{dataset}: {path} is not UTF-8 text (a binary file?)") from None
+    except OSError as exc:
+        raise ItoolError(f"{dataset}: cannot read {path}: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise ItoolError(f"{dataset}: data file {path} is empty")
+    return text
+
+
 def json_records(path: Path, skips: SkipLog) -> Iterator[Any]:
     """Records of a JSON array file or a JSON-lines file; undecodable lines are skipped as 'bad json'."""
-    text = path.read_text(encoding="utf-8")
+    text = data_text(path, skips.dataset)
     if text.lstrip().startswith("["):
         try:
             yield from json.loads(text)
             return
-        except json.JSONDecodeError as exc:
-            raise ItoolError(f"{skips.dataset}: {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            reason = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise ItoolError(f"{skips.dataset}: {path} is not valid JSON: {reason}") from None
     for line in text.splitlines():
         if not line.strip():
             continue
         try:
             yield json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             skips.skip("bad json")
 
 
-def arrow_records(path: Path, dataset: str) -> Iterator[dict[str, Any]]:
+def arrow_records(path: Path, skips: SkipLog) -> Iterator[dict[str, Any]]:
     """Records read through the ``datasets`` library, for files whose schema Arrow can type."""
     import datasets
 
+    data_text(path, skips.dataset)  # Arrow's own errors for an empty or binary file are far from one line
     datasets.disable_progress_bars()
     try:
         table = datasets.load_dataset("json", data_files=str(path), split="train")
     except Exception as exc:  # Arrow/JSON errors come in many types; the user needs one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ItoolError(f"{dataset}: cannot read {path}: {first}") from None
+        raise ItoolError(f"{skips.dataset}: cannot read {path}: {first}") from None
     yield from table
 
 

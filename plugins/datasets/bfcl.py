@@ -160,15 +160,27 @@ def multi_turn_sample(category: str, record: dict[str, Any], answer: dict[str, A
                   tools=[d for d in all_docs if d["name"] not in hidden], answer=first.calls, meta=meta)
 
 
+def question_file(folder: Path, category: str) -> Path:
+    questions = folder / f"BFCL_v4_{category}.json"
+    if not questions.is_file():
+        raise ItoolError(f"bfcl: {questions} is missing; reinstall bfcl-eval==2026.3.23")
+    return questions
+
+
+def check(opts: BfclOptions) -> None:
+    """Before a run: bfcl-eval is installed with a questions file for every category asked for."""
+    folder = data_dir()
+    for category in opts.categories:
+        question_file(folder, category)
+
+
 def load_all(opts: BfclOptions, skips: SkipLog) -> list[Sample]:
     folder = data_dir()
     docs = MultiTurnDocs(folder / "multi_turn_func_doc")
     parser = PythonCallFormat(PythonFormatOptions())
     samples = []
     for category in opts.categories:
-        questions = folder / f"BFCL_v4_{category}.json"
-        if not questions.is_file():
-            raise ItoolError(f"bfcl: {questions} is missing; reinstall bfcl-eval==2026.3.23")
+        questions = question_file(folder, category)
         answer_file = folder / "possible_answer" / questions.name
         answers = {a.get("id"): a for a in json_records(answer_file, skips) if isinstance(a, dict)} if answer_file.is_file() else {}
         for record in json_records(questions, skips):
@@ -202,4 +214,4 @@ def in_half(sample: Sample, split: str) -> bool:
 
 @hookimpl
 def register_datasets(register):
-    register("bfcl", load, options=BfclOptions)
+    register("bfcl", load, options=BfclOptions, check=check)

@@ -9,13 +9,10 @@ no-call sample. Turns of one conversation share a split.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from itool import hookimpl
-from itool.plugins.datasets._common import (
-    FileDatasetOptions, Malformed, SkipLog, arrow_records, collect_samples, load_file_dataset,
-)
+from itool.plugins.datasets._common import FileDataset, FileDatasetOptions, Malformed, arrow_records
 from itool.plugins.formats.python_calls import PythonCallFormat, PythonFormatOptions
 from itool.schemas import Message, Sample
 
@@ -65,17 +62,16 @@ def conversation_samples(index: int, record: dict[str, Any], parser: PythonCallF
     return samples
 
 
-def read(path: Path, skips: SkipLog) -> list[Sample]:
-    parser = PythonCallFormat(PythonFormatOptions())
-    return collect_samples(arrow_records(path, "toolace"),  # one Arrow type fits every record
-                           lambda index, record: conversation_samples(index, record, parser), skips)
+PARSER = PythonCallFormat(PythonFormatOptions())
+TOOLACE = FileDataset("toolace", arrow_records,  # one Arrow type fits every record
+                      lambda index, record: conversation_samples(index, record, PARSER))
 
 
 def load(split: str, opts: FileDatasetOptions) -> list[Sample]:
     """ToolACE conversations from a local file (--dataset-opt path=data.json)."""
-    return load_file_dataset("toolace", split, opts, read)
+    return TOOLACE.load(split, opts)
 
 
 @hookimpl
 def register_datasets(register):
-    register("toolace", load, options=FileDatasetOptions)
+    register("toolace", load, options=FileDatasetOptions, check=TOOLACE.check)

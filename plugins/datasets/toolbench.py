@@ -12,13 +12,10 @@ strings, numbers and nulls from record to record, which Arrow cannot give one ty
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from itool import hookimpl
-from itool.plugins.datasets._common import (
-    FileDatasetOptions, Malformed, SkipLog, collect_samples, json_records, json_value, load_file_dataset,
-)
+from itool.plugins.datasets._common import FileDataset, FileDatasetOptions, Malformed, json_records, json_value
 from itool.schemas import Message, Sample, ToolCall
 
 FINISH = "Finish"
@@ -75,15 +72,14 @@ def record_sample(index: int, record: dict[str, Any]) -> Sample:
                   tools=tools, answer=[call], meta={"answer_path": path, "query_id": query_id})
 
 
-def read(path: Path, skips: SkipLog) -> list[Sample]:
-    return collect_samples(json_records(path, skips), record_sample, skips)
+TOOLBENCH = FileDataset("toolbench", json_records, record_sample)
 
 
 def load(split: str, opts: FileDatasetOptions) -> list[Sample]:
     """ToolBench queries with their DFSDT answer paths from a local file (--dataset-opt path=FILE)."""
-    return load_file_dataset("toolbench", split, opts, read)
+    return TOOLBENCH.load(split, opts)
 
 
 @hookimpl
 def register_datasets(register):
-    register("toolbench", load, options=FileDatasetOptions)
+    register("toolbench", load, options=FileDatasetOptions, check=TOOLBENCH.check)

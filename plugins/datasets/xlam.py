@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from itool import hookimpl
-from itool.plugins.datasets._common import (
-    FileDatasetOptions, Malformed, SkipLog, arrow_records, collect_samples, json_value, load_file_dataset,
-)
+from itool.plugins.datasets._common import FileDataset, FileDatasetOptions, Malformed, arrow_records, json_value
 from itool.schemas import Message, Sample, ToolCall
 
 
@@ -29,15 +26,14 @@ def record_sample(index: int, record: dict[str, Any]) -> Sample:
                   messages=[Message(role="user", content=record["query"])], tools=tools, answer=calls)
 
 
-def read(path: Path, skips: SkipLog) -> list[Sample]:
-    return collect_samples(arrow_records(path, "xlam"), record_sample, skips)  # flat string columns: Arrow types them
+XLAM = FileDataset("xlam", arrow_records, record_sample)  # flat string columns: Arrow types them
 
 
 def load(split: str, opts: FileDatasetOptions) -> list[Sample]:
     """APIGen xlam function-calling records from a local file (--dataset-opt path=FILE)."""
-    return load_file_dataset("xlam", split, opts, read)
+    return XLAM.load(split, opts)
 
 
 @hookimpl
 def register_datasets(register):
-    register("xlam", load, options=FileDatasetOptions)
+    register("xlam", load, options=FileDatasetOptions, check=XLAM.check)

@@ -14,10 +14,10 @@ from typing import Any
 import click
 
 from itool import hookimpl
-from itool.config import build_config, dump_config, parse_option
+from itool.config import parse_option
 from itool.context import RunContext, stable_subset
 from itool.errors import ItoolError
-from itool.rundir import RunDir, read_jsonl, write_text
+from itool.rundir import read_jsonl, write_text
 from itool.schemas import Sample, Verdict
 
 STAGE = "eval"
@@ -26,9 +26,9 @@ STAGE = "eval"
 class _EvalContext(RunContext):
     """A run context whose test samples are the ones ``itool eval`` picked."""
 
-    def __init__(self, *args: Any, picked: list[Sample] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.picked = picked or []
+        self.picked: list[Sample] = []
 
     def samples(self, split: str) -> list[Sample]:
         return self.picked
@@ -94,10 +94,11 @@ def eval_command(model: str | None, categories: str | None, limit: int | None, s
 
     from itool.cli import get_registry
     from itool.loop import Stage, evaluate, run_stage
+    from itool.session import plan_session, start_session
 
     if limit is not None and limit < 1:
         raise ItoolError("--limit must be at least 1")
-    out = out or Path("runs") / datetime.now().strftime("eval-%Y%m%d-%H%M%S")
+    out = (out or Path("runs") / datetime.now().strftime("eval-%Y%m%d-%H%M%S")).resolve()
     dataset_options: dict[str, Any] = {"split_mode": "all" if split == "all" else "half"}
     if categories:
         dataset_options["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
@@ -107,15 +108,14 @@ def eval_command(model: str | None, categories: str | None, limit: int | None, s
         "evaluator": {"name": "bfcl", "options": dict(parse_option(o, "--evaluator-opt") for o in evaluator_opts)},
     }
     layer.update({k: v for k, v in {"model": model, "device": device, "dtype": dtype}.items() if v is not None})
-    config = build_config([layer])
-    registry = get_registry()
-    probe = RunContext(config, registry, run=None)  # validates every component before anything is written
-    dataset, dataset_opts = probe.component("dataset")
-    picked = pick_samples(dataset.obj("test", dataset_opts), limit)
-    if not picked:
+
+    ctx = plan_session(get_registry(), [layer], context=_EvalContext)
+    dataset, dataset_opts = ctx.component("dataset")
+    ctx.picked = pick_samples(dataset.obj("test", dataset_opts), limit)
+    if not ctx.picked:
         raise ItoolError("no samples to evaluate (check --categories)")
-    ctx = _EvalContext(config, registry, RunDir.create(config.runs_dir, config.name), picked=picked)
-    write_text(ctx.run.path / "config.yaml", dump_config(config))
+    start_session(ctx)
+    config = ctx.config
     run_stage(ctx, Stage(STAGE, evaluate))
     stage_dir = ctx.run.path / STAGE
     verdicts = read_jsonl(stage_dir / "verdicts.jsonl", Verdict)

@@ -16,14 +16,14 @@ import platform
 import statistics
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from itool import hookimpl
 from itool.errors import ItoolError, describe_validation_error
-from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, read_jsonl, write_text
+from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, made_by_itool, read_jsonl, write_text
 
 
 class RunSpec(BaseModel):
@@ -65,7 +65,8 @@ class CompareSpec(BaseModel):
 class ScalingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    fractions: list[float] = Field(description="Shares of the train data; 1.0 reuses the main runs.")
+    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        description="Shares of the train data, each in (0, 1]; 1.0 reuses the main runs.")
     arms: list[str]
     seeds: list[int] = [0]
     row: str | None = Field(None, description="Evaluation row plotted (default: 'overall', else the evaluator's first).")
@@ -181,22 +182,21 @@ def run_layers(exp: ExperimentConfig, run: str, seed: int, fraction: float, trai
 
 def ensure_run(registry: Any, layers: list[dict[str, Any]]) -> RunDir:
     """Run (or finish) the run these layers describe; a finished one is left as it is."""
-    from itool.config import build_config, dump_config, read_config_file
-    from itool.context import RunContext
+    from itool.config import build_config, changed_keys, config_data, read_config_file
     from itool.loop import plan, run_loop
     from itool.report import write_report
+    from itool.session import new_session, resume_session
 
     config = build_config(layers)
     path = config.runs_dir / config.name
     if (path / STATE_FILE).is_file():
-        saved = build_config([read_config_file(path / CONFIG_FILE)])
-        if saved.model_dump(mode="json") != config.model_dump(mode="json"):
-            raise ItoolError(f"{path} was run with other settings; move it away or change runs_dir")
-        ctx = RunContext(saved, registry, RunDir.open(path))
+        saved = config_data(build_config([read_config_file(path / CONFIG_FILE)]))
+        changed = changed_keys(saved, config_data(config))
+        if changed:
+            raise ItoolError(f"{path} was run with other settings ({', '.join(changed)}); move it away or change runs_dir")
+        ctx = resume_session(registry, path)
     else:
-        ctx = RunContext(config, registry, run=None)
-        ctx.run = RunDir.create(config.runs_dir, config.name)
-        write_text(ctx.run.path / CONFIG_FILE, dump_config(config))
+        ctx = new_session(registry, layers)
     if not all(ctx.run.is_done(stage.name) for stage in plan(ctx)):
         run_loop(ctx)
         write_report(ctx.run)
@@ -223,7 +223,7 @@ def ensure_compare(exp: ExperimentConfig, registry: Any) -> None:
     out = exp.runs_dir / "compare"
     if (out / "compare.json").is_file():
         return
-    if out.exists():  # an interrupted comparison: its finished losses are redone with the rest
+    if made_by_itool(out):  # an interrupted comparison: its finished losses are redone with the rest
         import shutil
 
         shutil.rmtree(out)
@@ -237,12 +237,12 @@ def ensure_compare(exp: ExperimentConfig, registry: Any) -> None:
 
 def train_size_of(exp: ExperimentConfig, registry: Any) -> int | None:
     from itool.config import build_config
-    from itool.context import RunContext
+    from itool.session import plan_session
 
     config = build_config([exp.common])
     if config.train_limit is not None:
         return config.train_limit
-    return len(RunContext(config, registry, run=None).samples("train")) if exp.scaling else None
+    return len(plan_session(registry, [exp.common]).samples("train")) if exp.scaling else None
 
 
 # -- the report -----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from itool import hookimpl
 from itool.config import read_config_file
 from itool.errors import ItoolError
-from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, read_jsonl, write_json, write_text
+from itool.rundir import CONFIG_FILE, MADE_BY_ITOOL, STATE_FILE, RunDir, read_jsonl, write_json, write_text
 from itool.schemas import PreferencePair
 
 START = "start"
@@ -109,25 +109,21 @@ def compare_losses(registry: Any, names: list[str], pairs_path: Path, pairs: lis
                    start_label: str | None = None) -> dict[str, Any]:
     """Train every loss in ``names`` from the same start on ``pairs``, evaluate each; write and return
     the results. ``layers`` are config layers shared by every loss (model, dataset, evaluator, trainer)."""
-    from itool.config import build_config, dump_config
-    from itool.context import RunContext
     from itool.loop import Stage, evaluate, run_stage
+    from itool.session import plan_session, start_session
 
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ItoolError(f"--out {out} already exists and is not empty; choose another --out")
     columns = ([START] if eval_start else []) + names
     shared = [*layers, {"runs_dir": str(out), "eval_base": False, "adapters": [str(a) for a in adapters]}]
-    # Every config is built and every component resolved before anything trains.
-    configs = {c: build_config([*shared, {"name": c, **({} if c == START else {"loss": c})}]) for c in columns}
-    for column, config in configs.items():
-        RunContext(config, registry, run=None)
-        if (out / column / STATE_FILE).exists():
-            raise ItoolError(f"--out {out} already holds a comparison ({column}); choose another --out")
-
+    # Every config is built and every component checked before anything is written or trained.
+    planned = {c: plan_session(registry, [*shared, {"name": c, **({} if c == START else {"loss": c})}]) for c in columns}
     results: dict[str, Any] = {"losses": names, "pairs": str(pairs_path), "n_pairs": len(pairs),
-                               "start": start_label, "seed": configs[columns[0]].seed, "eval": {}, "train": {}}
+                               "start": start_label, "seed": planned[columns[0]].config.seed, "eval": {}, "train": {}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MADE_BY_ITOOL).touch()  # an interrupted comparison may be cleared by whoever made it (itool experiment)
     for column in columns:
-        config = configs[column]
-        ctx = RunContext(config, registry, RunDir.create(out, column))
-        write_text(ctx.run.path / CONFIG_FILE, dump_config(config))
+        ctx = start_session(planned.pop(column))  # one policy in memory at a time
         if column != START:
             trainer, trainer_options = ctx.component("trainer")
             run_stage(ctx, Stage("train", lambda c: trainer.obj(c, pairs, trainer_options)))
@@ -135,7 +131,7 @@ def compare_losses(registry: Any, names: list[str], pairs_path: Path, pairs: lis
         run_stage(ctx, Stage("eval", evaluate))
         results["eval"][column] = ctx.run.result("eval")["summary"]
         results["n_eval"] = ctx.run.result("eval")["n"]
-        del ctx  # one policy in memory at a time
+        del ctx
     write_outputs(out, results)
     return results
 

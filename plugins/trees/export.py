@@ -23,7 +23,7 @@ import click
 
 from itool import hookimpl
 from itool.errors import ItoolError
-from itool.rundir import read_jsonl, write_text
+from itool.rundir import atomic_path, check_output_file, read_jsonl, write_text
 from itool.schemas import SearchNode, SearchTree
 
 STYLE = """
@@ -39,23 +39,50 @@ pre { margin: 0.2em 0; white-space: pre-wrap; max-width: 70em; }
 """
 
 
+MAX_DEPTH = 200  # the drawings recurse once per level; real searches stay far shallower
+
+
 def load_tree(path: Path, index: int | None = None, sample_id: str | None = None) -> SearchTree:
-    """One tree of a trees.jsonl file, by position or by sample id."""
+    """One tree of a trees.jsonl file, by position or by sample id, its shape checked."""
     if not Path(path).is_file():
         raise ItoolError(f"no such trees file: {path}")
     try:
         trees = read_jsonl(path, SearchTree)
-    except ValueError as exc:
+    except ValueError as exc:  # JSON, UTF-8 and schema errors are all ValueErrors
         raise ItoolError(f"{path} is not a SearchTree JSONL file: {str(exc).splitlines()[0]}") from None
     if sample_id is not None:
         found = [t for t in trees if t.sample_id == sample_id]
         if not found:
             raise ItoolError(f"no tree for sample {sample_id!r} in {path}")
-        return found[0]
-    index = index or 0
-    if not 0 <= index < len(trees):
-        raise ItoolError(f"--index {index} is out of range: {path} holds {len(trees)} trees")
-    return trees[index]
+        tree = found[0]
+    else:
+        index = index or 0
+        if not 0 <= index < len(trees):
+            raise ItoolError(f"--index {index} is out of range: {path} holds {len(trees)} trees")
+        tree = trees[index]
+    depths(tree, f"{path}: tree of {tree.sample_id!r}")
+    return tree
+
+
+def depths(tree: SearchTree, where: str = "tree") -> dict[int, int]:
+    """Each node's depth. A search writes nodes in creation order, root first, so every other node's
+    parent comes before it: that rules out cycles (a node its own parent included) in one pass."""
+    if not tree.nodes or tree.nodes[0].parent is not None:
+        raise ItoolError(f"{where}: the first node must be the root (no parent)")
+    depth: dict[int, int] = {}
+    for node in tree.nodes:
+        if node.id in depth:
+            raise ItoolError(f"{where}: node id {node.id} appears twice")
+        if node.parent is not None and node.parent not in depth:
+            raise ItoolError(f"{where}: node {node.id}'s parent {node.parent} does not come before it "
+                             "(a cycle, or a parent that is missing)")
+        depth[node.id] = 0 if node.parent is None else depth[node.parent] + 1
+        if depth[node.id] > MAX_DEPTH:
+            raise ItoolError(f"{where}: deeper than {MAX_DEPTH} levels, too deep to draw")
+    marked = tree.meta.get("chosen_path", [])
+    if not isinstance(marked, list) or any(i not in depth for i in marked):
+        raise ItoolError(f"{where}: meta.chosen_path must be a list of node ids of the tree")
+    return depth
 
 
 def chosen_path(tree: SearchTree) -> list[int]:
@@ -130,9 +157,7 @@ def render_png(tree: SearchTree, path: Path) -> None:
         return x[node_id]
 
     place(tree.nodes[0].id, [0.0])
-    depth = {tree.nodes[0].id: 0}
-    for node in tree.nodes[1:]:
-        depth[node.id] = depth[node.parent] + 1
+    depth = depths(tree)
     chosen = set(chosen_path(tree))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * (max(x.values()) + 1)), max(3.0, 1.0 * (max(depth.values()) + 1))))
     for node in tree.nodes[1:]:
@@ -149,10 +174,9 @@ def render_png(tree: SearchTree, path: Path) -> None:
     ax.set_axis_off()
     ax.set_title(f"{tree.sample_id}: {len(tree.nodes)} nodes")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 @click.group("tree")
@@ -172,11 +196,13 @@ def _pick_options(func):
 @click.option("--png", type=click.Path(path_type=Path), default=None, help="Also draw the tree into this PNG.")
 def render_command(trees: Path, index: int, sample_id: str | None, out: Path, png: Path | None) -> None:
     """Render one search tree as a self-contained HTML page (and optionally a PNG)."""
+    check_output_file(out)
+    if png is not None:
+        check_output_file(png, "--png")
     tree = load_tree(trees, index, sample_id)
     write_text(out, render_html(tree))
     click.echo(f"tree of {tree.sample_id} ({len(tree.nodes)} nodes): {out}", err=True)
     if png is not None:
-        png.parent.mkdir(parents=True, exist_ok=True)
         render_png(tree, png)
         click.echo(f"drawing: {png}", err=True)
 
@@ -186,6 +212,7 @@ def render_command(trees: Path, index: int, sample_id: str | None, out: Path, pn
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="JSON file to write.")
 def json_command(trees: Path, index: int, sample_id: str | None, out: Path) -> None:
     """Export one search tree as nested JSON (children inside each node)."""
+    check_output_file(out)
     tree = load_tree(trees, index, sample_id)
     write_text(out, json.dumps(nested(tree), indent=2, ensure_ascii=False, default=str) + "\n")
     click.echo(f"tree of {tree.sample_id}: {out}", err=True)
