@@ -27,8 +27,8 @@ class Failed(click.ClickException):
 
 
 class ItoolGroup(click.Group):
-    """Turns ``ItoolError`` into one line on stderr and exit code 2 (1 when a stage crashed), never a
-    traceback."""
+    """Turns ``ItoolError`` and a command's bad flags into one line on stderr and exit code 2 (1 when a
+    stage crashed), never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -37,6 +37,9 @@ class ItoolGroup(click.Group):
             raise Failed(str(exc)) from None
         except ItoolError as exc:
             raise UserError(str(exc)) from None
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else ctx.command_path
+            raise UserError(f"{exc.format_message()} (see: {command} --help)") from None
 
 
 _registry: Registry | None = None

@@ -186,15 +186,22 @@ def json_records(path: Path, skips: SkipLog) -> Iterator[Any]:
 
 def arrow_records(path: Path, skips: SkipLog) -> Iterator[dict[str, Any]]:
     """Records read through the ``datasets`` library, for files whose schema Arrow can type."""
+    data_text(path, skips.dataset)  # Arrow's own errors for an empty or binary file are far from one line
     import datasets
 
-    data_text(path, skips.dataset)  # Arrow's own errors for an empty or binary file are far from one line
     datasets.disable_progress_bars()
+    arrow_log = logging.getLogger("datasets")
+    level = arrow_log.level
+    arrow_log.setLevel(logging.CRITICAL)  # it logs its failure too: the user gets the one line below
     try:
         table = datasets.load_dataset("json", data_files=str(path), split="train")
-    except Exception as exc:  # Arrow/JSON errors come in many types; the user needs one line
+    except Exception as exc:  # Arrow/JSON errors come in many types; the user needs one line, the root cause's
+        while exc.__cause__ is not None:
+            exc = exc.__cause__
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ItoolError(f"{skips.dataset}: cannot read {path}: {first}") from None
+    finally:
+        arrow_log.setLevel(level)
     yield from table
 
 
