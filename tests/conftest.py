@@ -45,18 +45,44 @@ def make_ctx(registry, tmp_path):
     return make
 
 
+def load_default_model(registry, dtype: str):
+    loader = registry.get("model", "transformers")
+    return loader.obj("smollm2-135m-instruct", loader.parse_options({}), device="cpu", dtype=dtype)
+
+
 @pytest.fixture(scope="session")
 def shared_policy(registry):
-    """The default model (SmolLM2-135M-Instruct), loaded once. Never train it: use ``fresh_policy``."""
-    loader = registry.get("model", "transformers")
-    return loader.obj("smollm2-135m-instruct", loader.parse_options({}), device="cpu", dtype="auto")
+    """The default model (SmolLM2-135M-Instruct), loaded once, in the dtype ``auto`` picks (set
+    ``ITOOL_AUTO_DTYPE`` to run the suite in bfloat16 or float32). Never train it: use ``fresh_policy``."""
+    return load_default_model(registry, "auto")
+
+
+@pytest.fixture(scope="session")
+def shared_policy_fp32(registry, shared_policy):
+    """The default model in float32 whatever ``auto`` picks, for tests that compare numbers at float32
+    tolerance or exercise the float32-only CPU kernels. It is ``shared_policy`` itself where that is float32."""
+    import torch
+
+    return shared_policy if shared_policy.dtype == torch.float32 else load_default_model(registry, "float32")
+
+
+@pytest.fixture(scope="session")
+def policy_per_dtype(shared_policy, shared_policy_fp32):
+    """``{dtype: policy}``: the default model in float32, and in bfloat16 too where ``auto`` picks it, for
+    tests that check each dtype with its own tolerance."""
+    return {policy.dtype: policy for policy in (shared_policy_fp32, shared_policy)}
 
 
 @pytest.fixture
 def fresh_policy(registry):
-    """A private copy of the default model for tests that train or merge adapters."""
-    loader = registry.get("model", "transformers")
-    return loader.obj("smollm2-135m-instruct", loader.parse_options({}), device="cpu", dtype="auto")
+    """A private copy of the default model (dtype ``auto``) for tests that train or merge adapters."""
+    return load_default_model(registry, "auto")
+
+
+@pytest.fixture
+def fresh_policy_fp32(registry):
+    """A private float32 copy of the default model, for training tests that compare at float32 tolerance."""
+    return load_default_model(registry, "float32")
 
 
 # Test-only plugins (tests/loop_plugins.py) import as `loop_plugins`.

@@ -5,14 +5,24 @@ The default alias ``smollm2-135m-instruct`` is the GGUF file shipped inside the 
 the file is located through the package's metadata. Loading a GGUF takes ~12 s and the result cannot be
 saved as-is, so the first load dequantises it, clears the quantizer markers and caches a safetensors
 copy (written atomically: a killed first run leaves no half cache); later loads take < 1 s.
+
+``dtype="auto"`` picks bfloat16 where the device computes it natively (a GPU that supports it, a CPU with
+AVX512-BF16 or AMX) and float32 elsewhere. The environment variable ``ITOOL_AUTO_DTYPE=bfloat16|float32``
+overrides that pick, so one machine can run the code (and the test suite) both ways; an explicit dtype
+is never overridden.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.metadata
+import importlib.util
 import inspect
 import os
+import socket
+import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -98,16 +108,35 @@ def bf16_is_native(device_type: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+AUTO_DTYPE_VARIABLE = "ITOOL_AUTO_DTYPE"
+DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32",
+               "float16": "float16", "fp16": "float16"}
+AUTO_DTYPE_CHOICES = ("bfloat16", "float32")
+
+
 def resolve_dtype(dtype: str, device: Any) -> Any:
     import torch
 
     if dtype == "auto":
+        forced = forced_auto_dtype()
+        if forced is not None:
+            return getattr(torch, forced)
         return torch.bfloat16 if bf16_is_native(device.type) else torch.float32
-    known = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32,
-             "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in known:
+    if dtype not in DTYPE_NAMES:
         raise ItoolError(f"unknown dtype {dtype!r} (use 'auto', 'bfloat16', 'float32' or 'float16')")
-    return known[dtype]
+    return getattr(torch, DTYPE_NAMES[dtype])
+
+
+def forced_auto_dtype() -> str | None:
+    """What ``$ITOOL_AUTO_DTYPE`` makes ``dtype="auto"`` resolve to (None: unset, the device decides)."""
+    value = os.environ.get(AUTO_DTYPE_VARIABLE, "").strip()
+    if not value:
+        return None
+    name = DTYPE_NAMES.get(value.lower())
+    if name not in AUTO_DTYPE_CHOICES:
+        raise ItoolError(f"{AUTO_DTYPE_VARIABLE}={value!r} is not a dtype 'auto' can stand for "
+                         f"(use {' or '.join(AUTO_DTYPE_CHOICES)}, or unset it)")
+    return name
 
 
 # -- the bundled GGUF -----------------------------------------------------------------------------------
@@ -165,19 +194,16 @@ def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dt
     from itool.plugins.models.grouped_attention import use_grouped_attention
     from itool.plugins.models.small_batch_linear import use_small_batch_linear
 
+    check(spec, opts, device=device, dtype=dtype)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     quantization = None
     if opts.load_in_4bit:
-        if torch_device.type != "cuda":
-            raise ItoolError("load_in_4bit (QLoRA) needs a CUDA device; on CPU train a plain LoRA instead")
         from transformers import BitsAndBytesConfig
 
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                           bnb_4bit_compute_dtype=torch_dtype)
     source = converted_default_model(opts) if spec == DEFAULT_ALIAS else spec
-    if _looks_like_path(str(source)) and not Path(source).expanduser().exists():
-        raise ItoolError(f"model not found: {spec} (no such directory)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(
@@ -202,6 +228,80 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or Path(spec).exists()
 
 
+# -- the early check --------------------------------------------------------------------------------------
+def check(spec: str, opts: TransformersLoaderOptions, *, device: str, dtype: str) -> None:
+    """Refuse, in one line and without loading weights, what ``load`` would fail on later: an unknown or
+    unavailable device, a bad dtype or one the device cannot compute in, 4-bit loading off CUDA, and a
+    model that is neither the bundled alias, a local model folder, nor a hub id this machine can get."""
+    import torch
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if torch_dtype == torch.bfloat16 and torch_device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ItoolError(f"this GPU ({torch.cuda.get_device_name(torch_device)}) cannot compute in bfloat16: "
+                         "use dtype 'float32' or 'float16'")
+    if opts.load_in_4bit and torch_device.type != "cuda":
+        raise ItoolError("load_in_4bit (QLoRA) needs a CUDA device; on CPU train a plain LoRA instead")
+    if opts.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise ItoolError("load_in_4bit (QLoRA) needs the package bitsandbytes: pip install bitsandbytes")
+    if spec == DEFAULT_ALIAS:
+        bundled_gguf()
+    elif _looks_like_path(spec):
+        _check_model_folder(spec)
+    else:
+        _check_hub_id(spec)
+
+
+def _check_model_folder(spec: str) -> None:
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ItoolError(f"model not found: {spec} (no such file or directory)")
+    if not path.is_dir():
+        raise ItoolError(f"model {spec} is a file: give the folder it was saved in (with config.json)")
+    if not (path / "config.json").is_file():
+        raise ItoolError(f"model folder {spec} has no config.json (not a saved Hugging Face model)")
+
+
+def _check_hub_id(spec: str) -> None:
+    """A hub id is fine if it is in the local Hugging Face cache or the hub can be reached."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        raise ItoolError(f"model {spec!r} is neither the alias {DEFAULT_ALIAS!r}, a local folder, "
+                         "nor a Hugging Face hub id ('org/name')") from None
+    cached = Path(constants.HF_HUB_CACHE) / f"models--{spec.replace('/', '--')}"
+    if any(cached.glob("snapshots/*/config.json")):
+        return
+    if constants.HF_HUB_OFFLINE or not _hub_is_reachable(constants.ENDPOINT):
+        near = difflib.get_close_matches(spec, [DEFAULT_ALIAS], n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ItoolError(f"model {spec!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                         f"the hub cannot be reached from here (offline){hint}: download it where there is "
+                         "internet, or give a local model folder")
+
+
+def _hub_is_reachable(endpoint: str, timeout: float = 0.3) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` (a thread bounds a slow DNS lookup too)."""
+    url = urllib.parse.urlparse(endpoint)
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    reached: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            reached.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(reached)
+
+
 @hookimpl
 def register_models(register):
-    register("transformers", load, options=TransformersLoaderOptions)
+    register("transformers", load, options=TransformersLoaderOptions, check=check)

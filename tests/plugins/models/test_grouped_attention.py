@@ -50,31 +50,35 @@ def test_decoding_attention_matches_torch_on_a_strided_cache(masked, query_heads
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-def test_decoding_gives_the_stock_sdpa_logits(shared_policy, monkeypatch):
-    """A padded batch decoding one token on a prefilled cache: the kernel's logits against stock sdpa's."""
+def test_decoding_gives_the_stock_sdpa_logits(policy_per_dtype, monkeypatch):
+    """A padded batch decoding one token on a prefilled cache: the kernel's logits (float32) against stock
+    sdpa's. In bfloat16 the kernel declines every call and the stock path gives the same logits."""
     from itool.plugins.models import grouped_attention
 
-    ran = []
-    monkeypatch.setattr(grouped_attention, "decode_attention",
-                        lambda *args: ran.append(decode_attention(*args)) or ran[-1])
-    model, tokenizer = shared_policy.model, shared_policy.tokenizer
-    batch = tokenizer(["What is the capital of France?", "Name three prime numbers, please, and explain why."],
-                      return_tensors="pt", padding=True)
-    mask = torch.cat([batch["attention_mask"], torch.ones(2, 1, dtype=torch.long)], dim=1)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -1:]
-    logits = {}
-    with torch.inference_mode():
-        for name in (NAME, "sdpa"):
-            model.set_attn_implementation(name)
-            try:
-                cache = DynamicCache()
-                model(**batch, use_cache=True, **{cache_keyword(model): cache})
-                logits[name] = model(input_ids=torch.tensor([[42], [42]]), attention_mask=mask, position_ids=positions,
-                                     use_cache=True, **{cache_keyword(model): cache}).logits
-            finally:
-                model.set_attn_implementation(NAME)
-    assert torch.allclose(logits[NAME], logits["sdpa"], atol=1e-4)
-    assert len(ran) == model.config.num_hidden_layers and all(out is not None for out in ran)
+    for dtype, policy in policy_per_dtype.items():
+        ran = []
+        monkeypatch.setattr(grouped_attention, "decode_attention",
+                            lambda *args: ran.append(decode_attention(*args)) or ran[-1])
+        model, tokenizer = policy.model, policy.tokenizer
+        batch = tokenizer(["What is the capital of France?", "Name three prime numbers, please, and explain why."],
+                          return_tensors="pt", padding=True)
+        mask = torch.cat([batch["attention_mask"], torch.ones(2, 1, dtype=torch.long)], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -1:]
+        logits = {}
+        with torch.inference_mode():
+            for name in (NAME, "sdpa"):
+                model.set_attn_implementation(name)
+                try:
+                    cache = DynamicCache()
+                    model(**batch, use_cache=True, **{cache_keyword(model): cache})
+                    logits[name] = model(input_ids=torch.tensor([[42], [42]]), attention_mask=mask,
+                                         position_ids=positions, use_cache=True,
+                                         **{cache_keyword(model): cache}).logits
+                finally:
+                    model.set_attn_implementation(NAME)
+        assert torch.allclose(logits[NAME], logits["sdpa"], atol=1e-4), dtype
+        assert len(ran) == model.config.num_hidden_layers
+        assert all((out is not None) == (dtype == torch.float32) for out in ran), dtype
 
 
 def test_training_keeps_gradients_flowing_through_the_stock_path(shared_policy):

@@ -1,4 +1,5 @@
-"""The transformers loader: the bundled GGUF cached as safetensors, device/dtype choice, one-line errors."""
+"""The transformers loader: the bundled GGUF cached as safetensors, device/dtype choice, one-line errors, and
+the early check that refuses a bad model, device or dtype before anything is loaded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from transformers import DynamicCache
 from itool.errors import ItoolError
 from itool.plugins.models.small_batch_linear import ROWS
 from itool.plugins.models.transformers_loader import (
-    TransformersLoaderOptions, bf16_is_native, bundled_gguf, cache_keyword, load, resolve_dtype,
+    TransformersLoaderOptions, bf16_is_native, bundled_gguf, cache_keyword, check, converted_default_model, load,
+    resolve_dtype,
 )
 
 
@@ -51,10 +53,30 @@ def test_policy_pads_on_the_left_with_a_pad_token(shared_policy):
     assert shared_policy.model.device.type == shared_policy.device.type == "cpu"
 
 
-def test_auto_dtype_is_bf16_only_where_bf16_is_native():
+def test_auto_dtype_is_bf16_only_where_bf16_is_native(monkeypatch):
+    monkeypatch.delenv("ITOOL_AUTO_DTYPE", raising=False)
     expected = torch.bfloat16 if bf16_is_native("cpu") else torch.float32
     assert resolve_dtype("auto", torch.device("cpu")) == expected
     assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
+
+
+@pytest.mark.parametrize("forced, expected", [("bfloat16", torch.bfloat16), ("float32", torch.float32),
+                                              ("bf16", torch.bfloat16), ("", None)])
+def test_itool_auto_dtype_decides_what_auto_means_and_only_that(monkeypatch, forced, expected):
+    monkeypatch.setenv("ITOOL_AUTO_DTYPE", forced)
+    native = torch.bfloat16 if bf16_is_native("cpu") else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == (expected or native)
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+
+
+@pytest.mark.parametrize("forced", ["float16", "int8", "yes"])
+def test_an_itool_auto_dtype_that_auto_cannot_stand_for_is_one_line_error(monkeypatch, forced):
+    monkeypatch.setenv("ITOOL_AUTO_DTYPE", forced)
+    with pytest.raises(ItoolError, match="ITOOL_AUTO_DTYPE") as err:
+        check("smollm2-135m-instruct", TransformersLoaderOptions(), device="cpu", dtype="auto")
+    assert "\n" not in str(err.value)
+    check("smollm2-135m-instruct", TransformersLoaderOptions(), device="cpu", dtype="float32")  # not consulted
 
 
 @pytest.mark.parametrize("spec", ["/nonexistent/model", "./no-such-model-dir", "a/b/c"])
@@ -104,3 +126,73 @@ def test_the_cache_goes_by_the_keyword_the_model_forward_takes(shared_policy):
         warnings.simplefilter("error", FutureWarning)  # the old keyword still works, with a deprecation warning
         shared_policy.model(input_ids=ids, use_cache=True, **{cache_keyword(shared_policy.model): cache})
     assert cache.get_seq_length() == ids.shape[1]
+
+
+# -- the early check ---------------------------------------------------------------------------------------
+def test_the_check_is_what_the_registry_offers_to_run_before_a_session_starts(registry):
+    assert registry.get("model", "transformers").attrs["check"] is check
+
+
+def test_the_check_accepts_the_alias_and_a_saved_model_folder_quickly_without_loading(shared_policy):
+    saved = converted_default_model(TransformersLoaderOptions())  # made when shared_policy was loaded
+    for spec in ("smollm2-135m-instruct", str(saved)):
+        started = time.perf_counter()
+        check(spec, TransformersLoaderOptions(), device="cpu", dtype="auto")
+        assert time.perf_counter() - started < 0.5
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """An empty local Hugging Face cache and no hub: what this machine has."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hub"
+
+
+def test_offline_a_hub_id_in_the_local_cache_passes_and_one_not_there_is_refused(offline_hub):
+    snapshot = offline_hub / "models--HuggingFaceTB--SmolLM2-135M" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    check("HuggingFaceTB/SmolLM2-135M", TransformersLoaderOptions(), device="cpu", dtype="auto")
+    with pytest.raises(ItoolError, match="not in the local Hugging Face cache .* cannot be reached"):
+        check("HuggingFaceTB/SmolLM2-360M", TransformersLoaderOptions(), device="cpu", dtype="auto")
+
+
+def test_offline_a_near_miss_of_the_alias_suggests_it(offline_hub):
+    with pytest.raises(ItoolError, match="did you mean 'smollm2-135m-instruct'"):
+        check("smollm2-135m", TransformersLoaderOptions(), device="cpu", dtype="auto")
+
+
+def _a_file(tmp_path):
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    return str(tmp_path / "model.gguf")
+
+
+@pytest.mark.parametrize(
+    "spec, settings, message",
+    [
+        ("smollm2-135m-instruct", {"device": "tpu-ish"}, "unknown device"),
+        ("smollm2-135m-instruct", {"device": "cuda:0"}, "CUDA is not available"),
+        ("smollm2-135m-instruct", {"dtype": "int3"}, "unknown dtype"),
+        ("smollm2-135m-instruct", {"load_in_4bit": True}, "needs a CUDA device"),
+        ("/nonexistent/model", {}, "no such file or directory"),
+        ("./no-such-model-dir", {}, "no such file or directory"),
+        ("a/b/c", {}, "no such file or directory"),
+        (_a_file, {}, "is a file"),
+        (str, {}, "no config.json"),
+        ("not a hub id!", {}, "neither the alias .* nor a Hugging Face hub id"),
+    ],
+)
+def test_the_check_refuses_what_load_would_fail_on_in_one_line(tmp_path, spec, settings, message):
+    if settings.get("device", "").startswith("cuda") or settings.get("load_in_4bit"):
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    spec = spec(tmp_path) if callable(spec) else spec
+    opts = TransformersLoaderOptions(load_in_4bit=settings.pop("load_in_4bit", False))
+    started = time.perf_counter()
+    with pytest.raises(ItoolError, match=message) as err:
+        check(spec, opts, **{"device": "cpu", "dtype": "auto", **settings})
+    assert time.perf_counter() - started < 0.5
+    assert "\n" not in str(err.value)
