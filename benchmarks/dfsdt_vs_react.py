@@ -32,7 +32,7 @@ def main() -> None:
     out = args.out or tempfile.mkdtemp(prefix="dfsdt-vs-react-")
     rows = {}
     for search in ("react", "dfsdt"):
-        config = build_config([{"runs_dir": out, "name": search, "warmup": "none",
+        config = build_config([{"runs_dir": out, "name": search, "warmup": "none", "rounds": 0,
                                 "search": {"name": search, "options": options},
                                 "dataset": {"name": "bfcl", "options": {"categories": [args.category], "split_mode": "all"}}}])
         ctx = RunContext(config, registry, RunDir.create(config.runs_dir, config.name))

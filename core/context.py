@@ -1,13 +1,21 @@
 """What every component receives as ``ctx``: the config, the run directory and lazily built shared
-objects (policy, backend, format, reward, data), all resolved through the registry."""
+objects (policy, backend, format, reward, data), all resolved through the registry.
+
+A stage must be a pure function of (config, seed, stage name, inputs on disk), so that a resumed run
+writes what an unbroken one does. The shared objects are built on first use, which happens inside
+whichever stage needs them first: in an unbroken run the model is loaded in the first stage, in a
+resumed one in the stage it resumes at. Building them therefore never draws from the random streams
+that the loop seeded for the stage (:func:`untouched_rng`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import random
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from pydantic import BaseModel
 
@@ -27,10 +35,50 @@ def stable_subset(samples: list[Sample], limit: int | None) -> list[Sample]:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed every global random stream a component may draw from: Python, NumPy and torch (CPU, CUDA)."""
+    import numpy
     import torch  # imported here so that `itool plugins` and `--help` stay fast
 
     random.seed(seed)
+    numpy.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def untouched_rng() -> Iterator[None]:
+    """Run a block without moving the global random streams (Python, NumPy, torch on CPU and CUDA):
+    whatever it draws (a model's initialisation before its weights are loaded, an adapter merge) is
+    given back, so the stage that triggered it draws the same numbers as one that did not."""
+    import numpy
+    import torch
+
+    python_state, numpy_state = random.getstate(), numpy.random.get_state()
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=cuda_devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        numpy.random.set_state(numpy_state)
+
+
+def tree_kinds(component: Component, attr: str) -> frozenset[str] | None:
+    """The tree kinds a search ``produces`` or a pair builder ``accepts``; None when it declares none."""
+    declared = component.attrs.get(attr)
+    if declared is None:
+        return None
+    return frozenset([declared] if isinstance(declared, str) else declared)
+
+
+def fits(search: Component, builder: Component) -> bool:
+    """Whether ``builder`` can read ``search``'s trees. A component that declares nothing fits anything
+    (plugins written before tree kinds existed keep working as they did)."""
+    made, read = tree_kinds(search, "produces"), tree_kinds(builder, "accepts")
+    return made is None or read is None or made <= read
+
+
+def _names(components: Iterable[Component]) -> str:
+    return ", ".join(c.name for c in components) or "none installed"
 
 
 class RunContext:
@@ -43,6 +91,7 @@ class RunContext:
         self.resolved: dict[str, tuple[Component, BaseModel] | None] = {
             field: self._resolve(field) for field in COMPONENT_FIELDS
         }
+        self._check_search_feeds_pairs()
 
     def _resolve(self, field: str) -> tuple[Component, BaseModel] | None:
         spec = getattr(self.config, field)
@@ -50,6 +99,23 @@ class RunContext:
             return None
         component = self.registry.get(COMPONENT_FIELDS[field], spec.name)
         return component, component.parse_options(spec.options)
+
+    def _check_search_feeds_pairs(self) -> None:
+        """Refuse, before anything runs, a search whose trees the pair builder cannot read (e.g. the
+        agent paths of ``dfsdt`` given to ``step``, which needs rewarded rollouts)."""
+        if not self.config.rounds:
+            return
+        search, builder = self.resolved["search"][0], self.resolved["pairs"][0]
+        if fits(search, builder):
+            return
+        made = ", ".join(sorted(tree_kinds(search, "produces")))
+        read = ", ".join(sorted(tree_kinds(builder, "accepts")))
+        builders = [b for b in self.registry.components("pairs") if fits(search, b)]
+        searches = [s for s in self.registry.components("search") if fits(s, builder)]
+        raise ItoolError(
+            f"search {search.name!r} makes {made!r} trees, which pair builder {builder.name!r} cannot read "
+            f"(it reads {read}); pair builders for {search.name!r}: {_names(builders)}; "
+            f"searches for {builder.name!r}: {_names(searches)}")
 
     def component(self, field: str) -> tuple[Component, BaseModel]:
         """The registered component in config slot ``field`` and its validated options."""
@@ -62,8 +128,24 @@ class RunContext:
     def stage_dir(self) -> Path:
         return self.run.stage_dir(self.stage or "misc")
 
+    def notify(self, hook: str, /, **arguments: Any) -> None:
+        """Call lifecycle hook ``hook`` (see ``itool.hookspecs``) of every plugin that implements it.
+        What a plugin draws from the random streams is given back, so watching a run never changes it."""
+        caller = getattr(self.registry.pm.hook, hook)
+        if caller.get_hookimpls():
+            with untouched_rng():
+                caller(ctx=self, **arguments)
+
+    @cached_property
+    def attempt(self) -> int:
+        """Which attempt at this run the process is: 1 for a new run, one more on each ``--resume``.
+        Every metrics row carries it, so rows of a killed attempt can be told from the rerun's."""
+        return 1 + max((row.get("attempt", 0) for row in self.run.metrics()), default=0)
+
     def log(self, event: str, /, **metrics: Any) -> None:
-        self.run.log(self.stage, event, **metrics)
+        """One row in metrics.jsonl, also handed to every plugin's ``log_event`` hook."""
+        self.run.log(self.stage, event, **{**metrics, "attempt": self.attempt})
+        self.notify("log_event", stage=self.stage, event=event, metrics=metrics)
 
     def stage_seed(self, stage: str) -> int:
         """A seed per (run seed, stage): a resumed run draws exactly what an unbroken one would."""
@@ -73,31 +155,38 @@ class RunContext:
     # -- shared objects, built on first use --------------------------------------------------------
     @cached_property
     def policy(self) -> Any:
+        """The model with the configured adapters, then those of the run's completed stages, merged."""
         loader, opts = self.component("loader")
-        policy = loader.obj(self.config.model, opts, device=self.config.device, dtype=self.config.dtype)
-        for adapter in [*self.config.adapters, *self.run.adapters]:
-            policy.merge_adapter(adapter)
+        with untouched_rng():
+            policy = loader.obj(self.config.model, opts, device=self.config.device, dtype=self.config.dtype)
+            for adapter in [*self.config.adapters, *self.run.adapters]:
+                policy.merge_adapter(adapter)
         return policy
 
     @cached_property
     def backend(self) -> Any:
         factory, opts = self.component("backend")
-        return factory.obj(self.policy, opts)
+        policy = self.policy
+        with untouched_rng():
+            return factory.obj(policy, opts)
 
     @cached_property
     def format(self) -> Any:
         factory, opts = self.component("format")
-        return factory.obj(opts)
+        with untouched_rng():
+            return factory.obj(opts)
 
     @cached_property
     def reward(self) -> Any:
         factory, opts = self.component("reward")
-        return factory.obj(self, opts)
+        with untouched_rng():
+            return factory.obj(self, opts)
 
     def samples(self, split: str) -> list[Sample]:
         """The dataset's ``train`` or ``test`` split, cut to the configured limit."""
         if split not in self._sample_cache:
             dataset, opts = self.component("dataset")
             limit = self.config.train_limit if split == "train" else self.config.eval_limit
-            self._sample_cache[split] = stable_subset(dataset.obj(split, opts), limit)
+            with untouched_rng():
+                self._sample_cache[split] = stable_subset(dataset.obj(split, opts), limit)
         return self._sample_cache[split]

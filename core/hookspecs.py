@@ -17,10 +17,15 @@ receives a ``register`` callable; the plugin calls it once per component it offe
   descriptions; users set them with ``--<kind>-opt key=value`` or in the config file. The component
   receives a validated instance as ``opts``.
 - ``description``: one line for ``itool plugins``; defaults to the first line of ``obj``'s docstring.
-- ``attrs``: kind-specific metadata (losses: ``needs_reference``).
+- ``attrs``: kind-specific metadata (losses: ``needs_reference``; searches: ``produces``; pair builders:
+  ``accepts``; see their hooks).
 
 Built-in plugins are registered exactly like third-party ones: through the entry-point group
 ``itool`` of their distribution. The signatures in ``itool.components`` are the contract.
+
+Besides the ``register_*`` hooks, a plugin may implement the *lifecycle hooks* at the end of this
+module (run and stage start and end, every ``ctx.log`` row) to log, watch or gate a run without
+wrapping the loop. A hook implementation names only the arguments it uses.
 """
 
 from __future__ import annotations
@@ -70,7 +75,22 @@ def register_samplers(register):
 def register_searches(register):
     """Tree searches: ``search(ctx, samples, opts) -> list[SearchTree]``.
 
-    A search gets its generation backend from ``ctx.backend`` and its reward from ``ctx.reward``."""
+    A search gets its generation backend from ``ctx.backend`` and its reward from ``ctx.reward``.
+
+    Register with ``produces="<tree kind>"`` to say what its trees hold, so that a pair builder that
+    cannot read them is refused before the run starts (``--search dfsdt --pairs step``). The built-in
+    kinds:
+
+    - ``"step-values"``: nodes are fragments of one answer; every node's ``value`` is the mean reward
+      backpropagated through it, and every node with a ``rollout`` (a complete answer below it) has
+      that answer's reward in ``meta["reward"]`` (``puct``).
+    - ``"samples"``: a root with one child per complete answer, each its own rollout with
+      ``meta["reward"]`` (``best-of-n``).
+    - ``"agent-path"``: nodes are messages executed in a tool environment; ``value`` is 1 on the
+      chosen path and -1 where pruned, and there are no rollouts or rewards (``dfsdt``, ``react``).
+
+    A new kind is any other string; say what it holds in the search's docs. A search that declares
+    nothing is paired with any builder (as before kinds existed)."""
 
 
 @hookspec
@@ -80,7 +100,10 @@ def register_rewards(register):
 
 @hookspec
 def register_pair_builders(register):
-    """Preference pair builders: ``build(ctx, trees, opts) -> list[PreferencePair]``."""
+    """Preference pair builders: ``build(ctx, trees, opts) -> list[PreferencePair]``.
+
+    Register with ``accepts={"<tree kind>", ...}``, the kinds of tree (see ``register_searches``) the
+    builder can read; a builder that declares nothing accepts every search's trees."""
 
 
 @hookspec
@@ -119,3 +142,47 @@ def register_retrievers(register):
 @hookspec
 def register_commands(cli):
     """Add click commands to the ``itool`` command group: ``cli.add_command(...)``."""
+
+
+# -- lifecycle hooks ----------------------------------------------------------------------------------
+# Called for every installed plugin that implements them, in the process that runs the loop. They
+# observe: what they return is ignored. An ``ItoolError`` raised from one stops the run with its
+# message, which lets a plugin gate a run (refuse a stage, check a result); anything else raised inside
+# ``stage_started`` / ``stage_finished`` fails the stage like a crash in its component.
+
+
+@hookspec
+def run_started(ctx):
+    """The loop is about to run ``ctx.config``'s stages in ``ctx.run`` (a new run or a resumed one;
+    ``ctx.attempt`` says which attempt, 1 for a new run)."""
+
+
+@hookspec
+def stage_started(ctx, stage):
+    """Stage ``stage`` (e.g. ``"round1.search"``, the same as ``ctx.stage``) starts; its outputs will go
+    to ``ctx.stage_dir``. Stages that a resumed run skips as done do not start."""
+
+
+@hookspec
+def stage_finished(ctx, stage, result):
+    """Stage ``stage`` wrote its outputs and returned ``result`` (the dict recorded in state.json,
+    with its ``seconds``); it is marked done right after this hook."""
+
+
+@hookspec
+def stage_failed(ctx, stage, error):
+    """Stage ``stage`` raised (``error`` is the exception, a ``KeyboardInterrupt`` included); the run
+    stops and ``itool run --resume`` re-runs the stage from scratch."""
+
+
+@hookspec
+def run_finished(ctx, completed):
+    """The loop returned: ``completed`` is true when every stage of the run is done, false when it was
+    stopped on purpose (``--stop-after``). Not called when a stage failed (see ``stage_failed``)."""
+
+
+@hookspec
+def log_event(ctx, stage, event, metrics):
+    """A row was written to metrics.jsonl by ``ctx.log(event, **metrics)``: loop events (``start``,
+    ``end``, ``error``), a trainer's ``step``/``epoch`` rows, a search's per-simulation rows. ``metrics``
+    is what the component logged (without the bookkeeping keys time, stage, event and attempt)."""

@@ -2,7 +2,11 @@
 
 Each stage calls the component configured for it, writes its outputs into its own folder and is then
 marked complete in the state file. A resumed run skips completed stages and reads what later stages
-need back from disk, so nothing is repeated and nothing is lost.
+need back from disk, so nothing is repeated and nothing is lost. A stage that was interrupted runs
+again from scratch, with the same seed, so the resumed run writes what an unbroken one would.
+
+Plugins follow the run through the lifecycle hooks of ``itool.hookspecs`` (``run_started``,
+``stage_started``, ``stage_finished``, ``stage_failed``, ``run_finished``, ``log_event``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from rich.console import Console
 
 from itool.context import RunContext, seed_everything
 from itool.errors import ItoolError
-from itool.rundir import read_jsonl, write_json, write_jsonl
+from itool.rundir import METRICS_FILE, RunDir, read_jsonl, write_json, write_jsonl
 from itool.schemas import EvalReport, PreferencePair, SearchTree
 
 console = Console(stderr=True)
@@ -61,43 +65,62 @@ def check_stop_after(ctx: RunContext, stop_after: str | None) -> None:
 
 def run_loop(ctx: RunContext, stop_after: str | None = None) -> None:
     check_stop_after(ctx, stop_after)
-    for stage in plan(ctx):
+    stages = plan(ctx)
+    ctx.notify("run_started")
+    for stage in stages:
         if ctx.run.is_done(stage.name):
             console.print(f"[dim]✓ {stage.name} (already done)[/dim]")
         else:
             run_stage(ctx, stage)
         if stage.name == stop_after:
             console.print(f"stopped after {stage.name}; continue with: itool run --resume {ctx.run.path}")
-            return
+            break
+    ctx.notify("run_finished", completed=all(ctx.run.is_done(s.name) for s in stages))
+
+
+def abandon_earlier_attempts(run: RunDir, stage: str) -> None:
+    """Mark the metrics rows that earlier attempts left for ``stage`` with ``"abandoned": true`` (in one
+    atomic rewrite): the stage starts again from scratch, so those rows describe discarded work."""
+    rows = run.metrics()
+    stale = [row for row in rows if row.get("stage") == stage and not row.get("abandoned")]
+    if stale:
+        for row in stale:
+            row["abandoned"] = True
+        write_jsonl(run.path / METRICS_FILE, rows)
 
 
 def run_stage(ctx: RunContext, stage: Stage) -> None:
     ctx.stage = stage.name
+    abandon_earlier_attempts(ctx.run, stage.name)
     seed_everything(ctx.stage_seed(stage.name))
     console.rule(f"[bold]{stage.name}")
     ctx.log("start")
     started = time.perf_counter()
     try:
+        ctx.notify("stage_started", stage=stage.name)
         result = stage.run(ctx)
-    except ItoolError:
+        result = {**(result or {}), "seconds": round(time.perf_counter() - started, 3)}
+        ctx.notify("stage_finished", stage=stage.name, result=result)
+    except ItoolError as exc:
+        ctx.notify("stage_failed", stage=stage.name, error=exc)
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         ctx.log("interrupted")
+        ctx.notify("stage_failed", stage=stage.name, error=exc)
         raise StageFailed(f"interrupted during {stage.name}; continue with: itool run --resume {ctx.run.path}") from None
     except Exception as exc:  # a crash inside a plugin: keep the traceback, tell the user how to go on
         trace = ctx.stage_dir / "error.txt"
         trace.write_text(traceback.format_exc(), encoding="utf-8")
         ctx.log("error", error=f"{type(exc).__name__}: {exc}")
+        ctx.notify("stage_failed", stage=stage.name, error=exc)
         raise StageFailed(
             f"stage {stage.name} failed: {type(exc).__name__}: {exc} (traceback in {trace}; "
             f"fix and continue with: itool run --resume {ctx.run.path})"
         ) from exc
-    seconds = round(time.perf_counter() - started, 3)
-    result = {**(result or {}), "seconds": seconds}
     ctx.log("end", **result)
     adapter = ctx.stage_dir / "adapter"
     ctx.run.complete(stage.name, result, adapter=adapter if adapter.exists() else None)
-    console.print(f"[green]✓ {stage.name}[/green] {seconds:.1f}s  {_short(result)}")
+    console.print(f"[green]✓ {stage.name}[/green] {result['seconds']:.1f}s  {_short(result)}")
 
 
 def _short(result: dict[str, Any]) -> str:

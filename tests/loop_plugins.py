@@ -5,13 +5,21 @@ The toy policy is a learnable score per function name (a 3-way softmax), initial
 so the base model is always wrong. Training on preference pairs with any registered loss moves it to
 ``add``; evaluation measures that on held-out samples. Every stage appends to ``calls.log`` in the run
 directory, so tests can check that a resumed run repeats nothing.
+
+Like a real model, loading the toy policy draws random numbers (its "initialisation"), and the toy
+search draws from every global stream (Python, NumPy, torch) into its trees: a resumed run writes the
+same trees only if loading never moves the streams the loop seeded for the stage.
+
+``EventRecorder`` is a test-only observer of the lifecycle hooks (which draws random numbers too).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
+import numpy
 import torch
 from pydantic import BaseModel, Field
 
@@ -36,6 +44,7 @@ class ToyPolicy:
     device = torch.device("cpu")
 
     def __init__(self) -> None:
+        random.random(), numpy.random.rand(), torch.randn(3)  # a model's random init, then overwritten
         self.logits = torch.tensor([0.0, 1.0, 0.0])  # prefers "sub": the untrained policy is wrong
 
     def logp(self, name: str, logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -77,8 +86,10 @@ class EnumerateOptions(BaseModel):
 
 
 def enumerate_answers(ctx, samples, opts):
-    """A root with one child per candidate function, valued +1 if right and -1 if wrong."""
+    """A root with one child per candidate function, valued +1 if right and -1 if wrong; the tree's
+    meta holds the policy's pick and one draw from each random stream."""
     _record(ctx, "search")
+    pick = ctx.policy.best()
     marker = ctx.run.path / "failed-once"
     if opts.fail_once and not marker.exists():
         marker.touch()
@@ -90,7 +101,9 @@ def enumerate_answers(ctx, samples, opts):
         for i, name in enumerate(NAMES, start=1):
             value = 1.0 if name == "add" else -1.0
             nodes.append(SearchNode(id=i, parent=0, text=f"[{name}(a={a}, b={b})]", visits=1, value=value, terminal=True))
-        trees.append(SearchTree(sample_id=s.id, prompt=s.messages[0].content, nodes=nodes))
+        draws = [random.random(), float(numpy.random.rand()), torch.rand(1).item()]
+        trees.append(SearchTree(sample_id=s.id, prompt=s.messages[0].content, nodes=nodes,
+                                meta={"policy_pick": pick, "draws": draws}))
     return trees
 
 
@@ -123,7 +136,7 @@ def toy_train(ctx, pairs, opts):
     if loss_component.attrs.get("needs_reference"):
         reference = [torch.stack([policy.logp(names(getattr(p, side)), start) for p in pairs]) for side in ("chosen", "rejected")]
     optim = torch.optim.SGD([logits], lr=opts.lr)
-    for _ in range(opts.steps):
+    for step in range(opts.steps):
         batch = PreferenceBatch(
             policy_chosen_logps=torch.stack([policy.logp(names(p.chosen), logits) for p in pairs]),
             policy_rejected_logps=torch.stack([policy.logp(names(p.rejected), logits) for p in pairs]),
@@ -135,6 +148,7 @@ def toy_train(ctx, pairs, opts):
         optim.zero_grad()
         loss.backward()
         optim.step()
+        ctx.log("step", step=step, loss=loss.item())
     adapter = ctx.stage_dir / "adapter"
     with atomic_path(adapter) as tmp:
         tmp.mkdir()
@@ -214,6 +228,42 @@ def register_trainers(register):
 @hookimpl
 def register_evaluators(register):
     register("toy", toy_evaluate)
+
+
+class EventRecorder:
+    """Records every lifecycle hook call as ``(hook, stage, detail)``; draws random numbers in each, as a
+    careless plugin might (the loop must give them back)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, object]] = []
+
+    def _add(self, hook: str, stage: str = "", detail: object = None) -> None:
+        random.random(), numpy.random.rand(), torch.rand(1)
+        self.events.append((hook, stage, detail))
+
+    @hookimpl
+    def run_started(self, ctx):
+        self._add("run_started", detail=ctx.attempt)
+
+    @hookimpl
+    def stage_started(self, stage):
+        self._add("stage_started", stage)
+
+    @hookimpl
+    def stage_finished(self, stage, result):
+        self._add("stage_finished", stage, sorted(result))
+
+    @hookimpl
+    def stage_failed(self, stage, error):
+        self._add("stage_failed", stage, str(error))
+
+    @hookimpl
+    def run_finished(self, completed):
+        self._add("run_finished", detail=completed)
+
+    @hookimpl
+    def log_event(self, stage, event, metrics):
+        self._add("log_event", stage, (event, sorted(metrics)))
 
 
 TOY_CONFIG = {

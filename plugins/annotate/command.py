@@ -79,6 +79,7 @@ def annotate_command(search: str, environment: str, out: Path, limit: int | None
     search_options = {**dict(parse_option(o, "--search-opt") for o in search_opts), "environment": environment}
     layer: dict[str, Any] = {
         "runs_dir": str(run_dir.parent), "name": run_dir.name, "train_limit": None, "eval_limit": None, "warmup": "none",
+        "rounds": 0,  # a search alone: no rounds, so no pair builder has to read its trees
         "search": {"name": search, "options": search_options},
         "dataset": {"name": "bfcl", "options": {"categories": ["multi_turn_base"],
                                                 **dict(parse_option(o, "--dataset-opt") for o in dataset_opts)}},

@@ -31,4 +31,4 @@ def response_pairs(ctx, trees: list[SearchTree], opts: PairFilterOptions) -> lis
 
 @hookimpl
 def register_pair_builders(register):
-    register("response", response_pairs, options=PairFilterOptions)
+    register("response", response_pairs, options=PairFilterOptions, accepts={"step-values", "samples"})

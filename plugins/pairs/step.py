@@ -7,9 +7,9 @@ two responses start at the fragments, so a preference loss only sees where they 
 
 Each side is completed to a full answer with a rollout from its child's subtree: the best-rewarded
 rollout under the chosen child, the worst-rewarded under the rejected one (for a leaf child that is
-its own rollout). A pair whose completions contradict the values (chosen reward <= rejected reward)
-is dropped, as are pairs failing the filters (value gap, chosen value, word overlap of the two
-fragments) and duplicates.
+its own rollout). A node where either child has no rollout below it gives no pair. A pair whose
+completions contradict the values (chosen reward <= rejected reward) is dropped, as are pairs failing
+the filters (value gap, chosen value, word overlap of the two fragments) and duplicates.
 """
 
 from __future__ import annotations
@@ -51,8 +51,11 @@ def tree_pairs(tree: SearchTree, opts: StepPairOptions) -> list[PreferencePair]:
         worst = min(children, key=lambda c: c.value)
         if not keep(best.value, worst.value, best.text, worst.text, opts):
             continue
-        chosen = max(subtree_rollouts(tree, kids, best), key=lambda n: n.meta["reward"])
-        rejected = min(subtree_rollouts(tree, kids, worst), key=lambda n: n.meta["reward"])
+        chosen_side, rejected_side = subtree_rollouts(tree, kids, best), subtree_rollouts(tree, kids, worst)
+        if not chosen_side or not rejected_side:  # no complete answer to build a side from
+            continue
+        chosen = max(chosen_side, key=lambda n: n.meta["reward"])
+        rejected = min(rejected_side, key=lambda n: n.meta["reward"])
         if chosen.meta["reward"] <= rejected.meta["reward"]:
             continue
         prefix = tree.prefix(node.id)
@@ -80,4 +83,4 @@ def step_pairs(ctx, trees: list[SearchTree], opts: StepPairOptions) -> list[Pref
 
 @hookimpl
 def register_pair_builders(register):
-    register("step", step_pairs, options=StepPairOptions)
+    register("step", step_pairs, options=StepPairOptions, accepts={"step-values", "samples"})

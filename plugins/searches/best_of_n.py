@@ -43,4 +43,4 @@ def best_of_n(ctx, samples: list[Sample], opts: BestOfNOptions) -> list[SearchTr
 
 @hookimpl
 def register_searches(register):
-    register("best-of-n", best_of_n, options=BestOfNOptions)
+    register("best-of-n", best_of_n, options=BestOfNOptions, produces="samples")

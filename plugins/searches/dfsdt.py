@@ -26,4 +26,4 @@ def dfsdt(ctx, samples: list[Sample], opts: DfsdtOptions) -> list[SearchTree]:
 
 @hookimpl
 def register_searches(register):
-    register("dfsdt", dfsdt, options=DfsdtOptions)
+    register("dfsdt", dfsdt, options=DfsdtOptions, produces="agent-path")

@@ -145,4 +145,4 @@ def simulate(ctx, trees: list[Tree], waves: Waves, opts: PuctOptions, splitter, 
 
 @hookimpl
 def register_searches(register):
-    register("puct", puct, options=PuctOptions)
+    register("puct", puct, options=PuctOptions, produces="step-values")

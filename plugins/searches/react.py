@@ -18,4 +18,4 @@ def react(ctx, samples: list[Sample], opts: AgentSearchOptions) -> list[SearchTr
 
 @hookimpl
 def register_searches(register):
-    register("react", react, options=AgentSearchOptions)
+    register("react", react, options=AgentSearchOptions, produces="agent-path")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from itool.schemas import Sample, SearchTree
+from itool.schemas import Sample, SearchNode, SearchTree
 from itool.plugins.pairs.filters import word_overlap
 from itool.plugins.pairs.step import StepPairOptions, step_pairs
 from itool.plugins.searches.tree import Tree
@@ -76,3 +76,19 @@ def test_a_pair_whose_completions_contradict_the_values_is_dropped():
 def test_duplicate_pairs_are_dropped():
     tree = branching_tree()
     assert len(step_pairs(None, [tree, tree], StepPairOptions())) == 2
+
+
+def test_a_branching_node_whose_children_have_no_rollout_below_gives_no_pair():
+    """Trees from a search that leaves no complete answers (the agent paths of ``dfsdt``: values 1 on
+    the chosen path, -1 where pruned, no rollouts) give no pairs rather than a crash mid-run."""
+    agent_path = SearchTree(sample_id="s", prompt=PROMPT, nodes=[
+        SearchNode(id=0, visits=3), SearchNode(id=1, parent=0, text="[ls(a=True)]", visits=1, value=1.0),
+        SearchNode(id=2, parent=0, text="[cd(folder='x')]", visits=2, value=-1.0),
+        SearchNode(id=3, parent=2, text="Finish(return_type='give_up_and_restart')", visits=1, value=-1.0)])
+    assert step_pairs(None, [agent_path], StepPairOptions()) == []
+    one_side = Tree(Sample(id="s", messages=[]), prompt=PROMPT)
+    rolled = one_side.add(0, "[f(a=", prior=1.0, terminal=False)
+    bare = one_side.add(0, "[g(b=", prior=1.0, terminal=False)
+    one_side.evaluate(rolled.id, 1.0, rollout="[f(a=1)]")
+    one_side.evaluate(bare.id, -1.0)  # valued, but no complete answer below it
+    assert step_pairs(None, [one_side.finish()], StepPairOptions()) == []

@@ -49,7 +49,7 @@ SCRIPT = [
 
 
 def search(model_ctx, name, sample, script, **options):
-    ctx = model_ctx(warmup="none", search={"name": name, "options": options})
+    ctx = model_ctx(warmup="none", rounds=0, search={"name": name, "options": options})
     ctx.backend = Replay(script)
     searcher, opts = ctx.component("search")
     return searcher.obj(ctx, [sample], opts)[0], ctx.backend
@@ -125,7 +125,7 @@ def test_multi_turn_entry_searches_turn_by_turn(model_ctx, registry):
 
 def test_dfsdt_on_the_real_model(model_ctx, registry, first_turn_entry):
     """The default model, two entries in one wave: valid trees within the budget."""
-    ctx = model_ctx(warmup="none", search={"name": "dfsdt", "options": {"max_queries": 1, "max_new_tokens": 8, "max_depth": 2, "retriever": "minilm", "top_k": 2}})
+    ctx = model_ctx(warmup="none", rounds=0, search={"name": "dfsdt", "options": {"max_queries": 1, "max_new_tokens": 8, "max_depth": 2, "retriever": "minilm", "top_k": 2}})
     calls = []
     real = ctx.backend
 
