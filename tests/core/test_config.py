@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from itool.config import RunConfig, build_config, parse_option, read_config_file, read_preset
+from itool.config import RunConfig, build_config, changed_keys, config_data, parse_option, read_config_file, read_preset
 from itool.errors import ItoolError
 
 
@@ -48,11 +48,22 @@ def test_option_values_are_typed_like_yaml():
     ({"rounds": -1}, "rounds: Input should be greater than or equal to 0, got -1"),
     ({"colour": "red"}, "colour: Extra inputs are not permitted, got 'red'"),
     ({"loss": {"name": "dpo", "beta": 1}}, "loss.beta: Extra inputs are not permitted, got 1"),
+    ({"rounds": 10**13}, "rounds: Input should be less than or equal to 1000, got 10000000000000"),
+    ({"train_limit": 10**12}, "train_limit: Input should be less than or equal to 10000000, got 1000000000000"),
+    ({"name": "../elsewhere"}, "name: name '../elsewhere' must be a plain folder name (no '/', not '.' or '..')"),
+    ({"name": "/abs"}, "name: name '/abs' must be a plain folder name (no '/', not '.' or '..')"),
 ])
 def test_every_invalid_value_names_the_field_and_the_problem(layer, message):
     with pytest.raises(ItoolError) as err:
         build_config([layer])
     assert str(err.value) == message
+
+
+def test_changed_settings_are_named_by_their_dotted_keys():
+    old = build_config([{"rounds": 1, "loss": {"name": "dpo", "options": {"beta": 0.1}}}])
+    new = build_config([{"rounds": 2, "loss": {"name": "dpo", "options": {"beta": 0.2, "label": 0}}}])
+    assert changed_keys(config_data(old), config_data(new)) == ["rounds", "loss.options.beta", "loss.options.label"]
+    assert changed_keys(config_data(old), config_data(old)) == []
 
 
 def test_malformed_option_flag():

@@ -3,13 +3,15 @@ working when one plugin is broken."""
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 from itool.errors import ItoolError
-from itool.registry import Registry
+from itool.registry import Component, Registry
 
 import loop_plugins
 
@@ -108,3 +110,36 @@ def test_options_are_validated_with_the_field_named(toy_registry):
     with pytest.raises(ItoolError) as err:
         search.parse_options({"fail_once": "perhaps"})
     assert str(err.value).startswith("search.options.fail_once: Input should be a valid boolean")
+
+
+class LaxOptions(BaseModel):
+    """A third-party options model that forgot to forbid unknown keys, with an alias and nested numbers."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    temperature: float = 1.0
+    weights: dict[str, float] = Field(default_factory=dict)
+    top_k: int = Field(5, alias="topK")
+
+
+@pytest.fixture
+def lax_component():
+    return Component(kind="search", name="lax", obj=None, options=LaxOptions, description="", package="third-party")
+
+
+def test_unknown_option_keys_are_refused_whatever_the_model_allows(lax_component):
+    with pytest.raises(ItoolError) as err:
+        lax_component.parse_options({"temprature": 0.5})
+    assert str(err.value) == ("search.options: search 'lax' has no option 'temprature' "
+                              "(options: temperature, weights, top_k, topK); did you mean 'temperature'?")
+    assert lax_component.parse_options({"topK": 3}).top_k == lax_component.parse_options({"top_k": 3}).top_k == 3
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"temperature": float("nan")}, "search.options.temperature: must be a finite number, got nan"),
+    ({"temperature": "-inf"}, "search.options.temperature: must be a finite number, got '-inf'"),
+    ({"weights": {"a": 1.0, "b": float("inf")}}, "search.options.weights: must be a finite number"),
+])
+def test_non_finite_numbers_are_refused_even_nested(lax_component, values, message):
+    with pytest.raises(ItoolError, match=re.escape(message)):
+        lax_component.parse_options(values)

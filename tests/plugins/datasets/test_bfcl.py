@@ -76,3 +76,8 @@ def test_real_data_quirks_are_skipped_and_counted(single_turn, registry, caplog)
     component = registry.get("dataset", "bfcl")
     component.obj("all", component.parse_options({"categories": ["live_simple"]}))
     assert "bfcl: skipped 2 records (2 empty accepted-value list)" in caplog.text
+
+
+def test_the_early_check_finds_the_installed_bfcl_data(registry):
+    component = registry.get("dataset", "bfcl")
+    component.attrs["check"](component.parse_options({"categories": ["all"]}))

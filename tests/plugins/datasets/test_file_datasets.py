@@ -88,3 +88,30 @@ def test_json_lines_with_undecodable_lines_skip_them(load_dataset, tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="itool.datasets"):
         assert len(load_dataset("toolbench", path=str(path))) == 1
     assert "1 bad json" in caplog.text
+
+
+@pytest.fixture
+def check_dataset(registry):
+    """``check_dataset("xlam", path=...)``: the dataset's early check, as a run calls it before it starts."""
+
+    def check(name: str, **options):
+        component = registry.get("dataset", name)
+        return component.attrs["check"](component.parse_options(options))
+
+    return check
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_early_check_passes_a_file_with_a_usable_record(check_dataset, name):
+    check_dataset(name, path=str(FIXTURES / CASES[name][0]))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_file_of_malformed_records_fails_the_check_and_the_load_with_the_reasons(check_dataset, load_dataset,
+                                                                                    tmp_path, name):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"query": ""}\n{"query": ""}\n')
+    for attempt in (check_dataset, load_dataset):
+        with pytest.raises(ItoolError, match=rf"^{name}: none of the 2 records in .*bad.jsonl is usable \(2 "):
+            attempt(name, path=str(path))
+
