@@ -24,7 +24,7 @@ from pydantic import Field
 
 from itool import hookimpl
 from itool.config import parse_option
-from itool.context import RunContext, stable_subset
+from itool.context import stable_subset
 from itool.errors import ItoolError
 from itool.plugins.datasets._common import FileDataset, FileDatasetOptions, Malformed, json_records
 from itool.plugins.searches.agent import World, solution_messages
