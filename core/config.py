@@ -197,10 +197,6 @@ def config_data(config: RunConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config_data(config), sort_keys=False)
-
-
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted names of the settings that differ between two configs as data (``loss.options.beta``)."""
     if isinstance(old, dict) and isinstance(new, dict):

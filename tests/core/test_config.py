@@ -114,9 +114,9 @@ def test_the_paper_preset_is_three_full_size_rounds_and_a_loss_flag_replaces_its
 
 
 def test_config_round_trips_through_its_saved_yaml(tmp_path):
-    from itool.config import dump_config
+    from itool.rundir import RunDir
 
     config = build_config([{"loss": {"name": "dpo", "options": {"beta": 0.2}}, "rounds": 3}])
-    (tmp_path / "config.yaml").write_text(dump_config(config))
-    assert build_config([read_config_file(tmp_path / "config.yaml")]) == config
+    run = RunDir.create(tmp_path, "r", config_data(config))
+    assert build_config([read_config_file(run.path / "config.yaml")]) == config
     assert isinstance(config, RunConfig)
