@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from itool import hookimpl
 from itool.components import LossOutput, PreferenceBatch
+from itool.plugins.losses.nll import chosen_nll_shares
 
 
 class ORPOOptions(BaseModel):
@@ -28,11 +29,8 @@ def orpo(batch: PreferenceBatch, opts: ORPOOptions) -> LossOutput:
     pc, pr = batch.policy_chosen_logps.float(), batch.policy_rejected_logps.float()
     a, b = pc / batch.chosen_lengths, pr / batch.rejected_lengths
     log_odds = (a - b) - (_log1mexp(a) - _log1mexp(b))
-    # The NLL is the mean over all chosen tokens of the batch (as TRL's cross-entropy): each example
-    # carries its share −pc·n/ΣLc, so that the batch mean of `losses` is exactly that token mean.
-    nll = -pc * len(pc) / batch.chosen_lengths.sum()
     return LossOutput(
-        losses=nll - opts.beta * F.logsigmoid(log_odds),
+        losses=chosen_nll_shares(batch) - opts.beta * F.logsigmoid(log_odds),
         chosen_rewards=opts.beta * a.detach(),
         rejected_rewards=opts.beta * b.detach(),
     )

@@ -145,16 +145,29 @@ def trl_dpo(accelerator):
 
 @pytest.fixture
 def cpo_trainer(accelerator):
-    """A CPOTrainer as ``CPOConfig(loss_type="simpo", cpo_alpha=0, beta, simpo_gamma)`` would set it up."""
+    """A CPOTrainer as ``CPOConfig(loss_type="simpo", beta, simpo_gamma, cpo_alpha, label_smoothing)`` would
+    set it up for a decoder-only model (defaults: pure SimPO, cpo_alpha=0)."""
     from trl.experimental.cpo import CPOTrainer
 
-    def make(beta: float, gamma: float):
+    def make(beta: float, gamma: float, cpo_alpha: float = 0.0, label_smoothing: float = 0.0):
         trainer = object.__new__(CPOTrainer)
         vars(trainer).update(accelerator=accelerator, beta=beta, simpo_gamma=gamma, loss_type="simpo",
-                             cpo_alpha=0.0, alpha=0.0, label_smoothing=0.0)
+                             cpo_alpha=cpo_alpha, alpha=0.0, label_smoothing=label_smoothing,
+                             is_encoder_decoder=False, pad_token_id=0, aux_loss_enabled=False)
         return trainer
 
     return make
+
+
+def trl_pair_batch(pairs: RandomPairs) -> dict[str, torch.Tensor]:
+    """The batch TRL's CPO/ORPO trainers read: chosen_* and rejected_* input ids, masks and labels."""
+    n = pairs.n
+    batch = {}
+    for side, rows in (("chosen", slice(0, n)), ("rejected", slice(n, 2 * n))):
+        batch[f"{side}_input_ids"] = pairs.input_ids[rows]
+        batch[f"{side}_attention_mask"] = pairs.attention_mask[rows]
+        batch[f"{side}_labels"] = pairs.labels[rows]
+    return batch
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import torch
 from itool.components import PreferenceBatch
 from itool.plugins.losses.orpo import ORPOOptions, orpo
 
+from .conftest import trl_pair_batch
+
 
 @pytest.mark.parametrize("beta", [0.1, 1.0])
 def test_odds_ratio_term_and_rewards_match_trl(pairs, orpo_trainer, beta):
@@ -31,13 +33,8 @@ def test_full_loss_equals_trl_get_batch_loss_metrics(orpo_trainer, make_pairs, s
     pairs = make_pairs(seed, n, prompt_lengths=(1, 1))
     out = orpo(pairs.batch(with_reference=False), ORPOOptions(beta=0.1))
 
-    trl_batch = {}
-    for side, rows in (("chosen", slice(0, n)), ("rejected", slice(n, 2 * n))):
-        trl_batch[f"{side}_input_ids"] = pairs.input_ids[rows]
-        trl_batch[f"{side}_attention_mask"] = pairs.attention_mask[rows]
-        trl_batch[f"{side}_labels"] = pairs.labels[rows]
     model = lambda input_ids, **kwargs: SimpleNamespace(logits=pairs.logits)  # TRL's forward reads only .logits
-    loss, metrics = orpo_trainer(0.1).get_batch_loss_metrics(model, trl_batch)
+    loss, metrics = orpo_trainer(0.1).get_batch_loss_metrics(model, trl_pair_batch(pairs))
 
     torch.testing.assert_close(out.losses.mean(), loss, rtol=1e-6, atol=1e-8)
     assert out.chosen_rewards.mean().item() == pytest.approx(metrics["rewards/chosen"], rel=1e-6)
