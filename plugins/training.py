@@ -1,33 +1,26 @@
-"""Shared LoRA machinery for every trainer (warm-up SFT, preference optimisation) and for scoring.
+"""What every trainer and the scoring backend share: the tokenisation convention, completion
+log-probs, the held-out answer loss, and wrapping a policy in LoRA and merging it back.
 
-The one tokenisation convention, used by the trainers and by ``TransformersBackend.score``:
-prompt and completion are tokenised *separately* (no special tokens added: the chat template already
-wrote them into the prompt text) and their ids concatenated. Labels are ``-100`` on the prompt and on
-padding, so losses and log-probs cover the completion tokens only. Batches are left-padded with explicit
-position ids, so every row keeps the positions it would have alone (batched log-probs equal unbatched
-ones) and all completions end at the last column: the model projects only the last ``longest completion
-+ 1`` positions onto the vocabulary (``logits_to_keep``), not the prompts, which are most of the tokens.
+The optimisation itself (optimiser, schedule, accumulation, checkpoints, reporters) is
+``transformers.Trainer``'s, set up for the stages in ``itool.plugins.trainers.engine``; this module is
+what the Trainer cannot know and ``TransformersBackend.score`` needs too, so trainer and scorer agree on
+every token.
 
-Typical use (a trainer)::
-
-    peft_model = add_lora(policy.model, r=8, alpha=16)
-    def step(model, items):                       # items: one micro-batch of your examples
-        batch = completion_batch(policy.tokenizer, prompts, completions, max_length=512, device=policy.device)
-        logps, counts = sequence_logps(model, batch)
-        loss = -logps.sum() / counts.sum()
-        return loss, {"loss": loss.item()}
-    history = train_loop(peft_model, examples, step, LoopSettings(lr=2e-4), dtype=policy.dtype)
-    save_and_merge(policy, peft_model, ctx.stage_dir / "adapter")
+The one tokenisation convention: prompt and completion are tokenised *separately* (no special tokens
+added: the chat template already wrote them into the prompt text) and their ids concatenated. Labels are
+``-100`` on the prompt and on padding, so losses and log-probs cover the completion tokens only. Batches
+are left-padded with explicit position ids, so every row keeps the positions it would have alone
+(batched log-probs equal unbatched ones) and all completions end at the last column: the model projects
+only the last ``longest completion + 1`` positions onto the vocabulary (``logits_to_keep``), not the
+prompts, which are most of the tokens.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import torch
 
@@ -130,41 +123,7 @@ def mean_completion_loss(model: Any, tokenizer: Any, prompts: Sequence[str], com
     return -sum(s for s, _ in scores) / max(1, sum(n for _, n in scores))
 
 
-# -- LoRA ----------------------------------------------------------------------------------------------
-def add_lora(model: Any, *, r: int = 8, alpha: int = 16, dropout: float = 0.05,
-             target_modules: str | list[str] = "all-linear") -> Any:
-    """Wrap ``model`` in a trainable LoRA (peft). The base weights are frozen; a 4-bit base is prepared
-    for k-bit training first (QLoRA). The wrapper shares the base modules: merging changes ``model``."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=target_modules)
-    return get_peft_model(model, config)
-
-
-def save_and_merge(policy: Any, peft_model: Any, path: Path) -> None:
-    """Save the adapter at ``path`` in PEFT format (atomically), then merge it into ``policy.model``."""
-    with atomic_path(Path(path)) as tmp:
-        peft_model.save_pretrained(tmp)
-    policy.model = peft_model.merge_and_unload()
-    policy.model.eval()
-
-
-# -- the optimisation loop -----------------------------------------------------------------------------
-@dataclass
-class LoopSettings:
-    """AdamW with linear warm-up then linear decay to zero over all optimiser steps."""
-
-    lr: float = 2e-4
-    batch_size: int = 4
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-
-
+# -- order ---------------------------------------------------------------------------------------------
 def shuffled_epochs(items: Sequence[T], epochs: int, seed: int) -> list[T]:
     """``epochs`` passes over ``items``, each in a fresh seeded order."""
     rng = random.Random(seed)
@@ -176,80 +135,28 @@ def shuffled_epochs(items: Sequence[T], epochs: int, seed: int) -> list[T]:
     return out
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield list(items[start: start + size])
+# -- LoRA ----------------------------------------------------------------------------------------------
+def add_lora(model: Any, *, seed: int, r: int = 8, alpha: int = 16, dropout: float = 0.05,
+             target_modules: str | list[str] = "all-linear") -> Any:
+    """Wrap ``model`` in a trainable LoRA (peft). The base weights are frozen; a 4-bit base is prepared
+    for k-bit training first (QLoRA). The wrapper shares the base modules: merging changes ``model``.
+
+    The initialisation draws from ``seed`` alone (the global generator is left as it was), so a stage
+    re-run in a fresh process starts from the same adapter whatever ran before it."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=target_modules)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
 
 
-def _fitting(items: list[T], tokens: Callable[[T], int] | None, max_tokens: int | None) -> Iterator[list[T]]:
-    """``items`` in consecutive parts whose padded size (count × longest) stays within ``max_tokens``
-    (a single example always makes a part)."""
-    if tokens is None or max_tokens is None:
-        yield items
-        return
-    part: list[T] = []
-    longest = 0
-    for item in items:
-        size = tokens(item)
-        if part and (len(part) + 1) * max(longest, size) > max_tokens:
-            yield part
-            part, longest = [], 0
-        part.append(item)
-        longest = max(longest, size)
-    yield part
-
-
-def train_loop(model: Any, examples: Sequence[T], loss_fn: Callable[[Any, list[T]], tuple[torch.Tensor, dict[str, float]]],
-               settings: LoopSettings, *, dtype: torch.dtype = torch.float32,
-               on_step: Callable[[dict[str, Any]], None] | None = None, desc: str = "train",
-               tokens: Callable[[T], int] | None = None, max_tokens: int | None = None) -> list[dict[str, Any]]:
-    """Train the trainable parameters of ``model`` on ``examples`` in the given order (epochs already
-    laid out, e.g. by ``shuffled_epochs``): micro-batches of ``batch_size``, an optimiser step every
-    ``grad_accum`` of them. ``loss_fn(model, items)`` returns the mean loss of ``items`` and its metrics.
-
-    Memory: with ``tokens`` (padded tokens one example puts in a forward pass) and ``max_tokens``, a
-    micro-batch that would hold more runs as several forward/backward passes, each weighted by its
-    share of the examples: the same gradient for a loss that is a mean over examples.
-
-    Returns one record per optimiser step (``step``, ``lr``, the mean of each metric over its
-    micro-batches); ``on_step`` receives each record as it is made (logging, early checks)."""
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    micro_batches = list(_chunks(examples, settings.batch_size))
-    total_steps = max(1, math.ceil(len(micro_batches) / settings.grad_accum))
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("train_loop: the model has no trainable parameters (wrap it with add_lora first)")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(settings.warmup_ratio * total_steps), total_steps)
-    device = next(model.parameters()).device
-    model.train()
-    history: list[dict[str, Any]] = []
-    sums: dict[str, float] = {}
-    in_step = 0
-    with tqdm(total=total_steps, desc=desc, leave=False) as bar:
-        for index, items in enumerate(micro_batches):
-            for part in _fitting(items, tokens, max_tokens):
-                share = len(part) / len(items)
-                with autocast(dtype, device):
-                    loss, metrics = loss_fn(model, part)
-                (loss * share / settings.grad_accum).backward()
-                for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + float(value) * share
-            in_step += 1
-            if in_step == settings.grad_accum or index == len(micro_batches) - 1:
-                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-                record = {"step": len(history) + 1, "lr": scheduler.get_last_lr()[0],
-                          **{k: v / in_step for k, v in sums.items()}}
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                history.append(record)
-                if on_step is not None:
-                    on_step(record)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
-                bar.update(1)
-                sums, in_step = {}, 0
-    model.eval()
-    return history
+def save_and_merge(policy: Any, peft_model: Any, path: Path) -> None:
+    """Save the adapter at ``path`` in PEFT format (atomically), then merge it into ``policy.model``."""
+    with atomic_path(Path(path)) as tmp:
+        peft_model.save_pretrained(tmp)
+    policy.model = peft_model.merge_and_unload()
+    policy.model.eval()

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from itool import hookimpl
 from itool.errors import ItoolError
+from itool.plugins.trainers.engine_options import EngineOptions
 from itool.rundir import atomic_path
 from itool.schemas import PreferencePair
 
 REFERENCE_FILE = "reference_logps.pt"
 
 
-class LoRATrainerOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LoRATrainerOptions(EngineOptions):
 
     lr: float = Field(
         5e-5, gt=0,
@@ -38,6 +37,7 @@ class LoRATrainerOptions(BaseModel):
                                 "beyond it runs in parts with the same gradient (memory: 8 × 1024 tokens "
                                 "with gradients needed over 24 GB).")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Fraction of optimiser steps spent warming up the lr.")
     lora_r: int = Field(8, ge=1, description="LoRA rank (iTool: 8, on all linear layers).")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/r).")
     lora_dropout: float = Field(
@@ -122,12 +122,33 @@ def reference_logps(ctx: Any, peft_model: Any, encoded: list[tuple], batch_size:
     return chosen, rejected, False
 
 
-def train(ctx: Any, pairs: list[PreferencePair], opts: LoRATrainerOptions) -> dict[str, Any]:
-    """Preference optimisation with LoRA (QLoRA on CUDA) and the configured loss."""
+def pair_lengths(encoded: list[tuple]) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Answer token counts of the chosen and of the rejected answers."""
     import torch
 
-    from itool.components import PreferenceBatch
-    from itool.plugins.training import LoopSettings, add_lora, save_and_merge, shuffled_epochs, train_loop
+    return (torch.tensor([len(chosen[1]) for chosen, _ in encoded]),
+            torch.tensor([len(rejected[1]) for _, rejected in encoded]))
+
+
+def epoch_rows(totals: dict[str, float]) -> list[dict[str, Any]]:
+    """Per-epoch means over the pairs from the trainer's running totals (``"<epoch>.<metric>"``)."""
+    epochs = sorted({int(key.split(".")[0]) for key in totals})
+    rows = []
+    for epoch in epochs:
+        n = totals[f"{epoch}.n"]
+        rows.append({"epoch": epoch, **{metric: totals[f"{epoch}.{metric}"] / n
+                                        for metric in ("loss", "reward_margin", "accuracy")}})
+    return rows
+
+
+def train(ctx: Any, pairs: list[PreferencePair], opts: LoRATrainerOptions) -> dict[str, Any]:
+    """Preference optimisation with LoRA (QLoRA on CUDA) and the configured loss, on ``transformers.Trainer``."""
+    import math
+
+    from itool.plugins.trainers.engine import (
+        PreferenceTrainer, fit, finish, plan_key, training_arguments,
+    )
+    from itool.plugins.training import add_lora, shuffled_epochs
 
     loss, loss_opts = ctx.component("loss")
     check_quantisation(ctx, opts)
@@ -135,45 +156,27 @@ def train(ctx: Any, pairs: list[PreferencePair], opts: LoRATrainerOptions) -> di
     encoded, dropped = encode_pairs(policy.tokenizer, pairs, opts.max_length)
     if not encoded:
         raise ItoolError(f"trainer lora: none of the {len(pairs)} pairs has a non-empty chosen and rejected answer")
-    peft_model = add_lora(policy.model, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout)
+    seed = ctx.stage_seed(ctx.stage or "train")
+    peft_model = add_lora(policy.model, seed=seed, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout)
     reference, reference_status = None, "none"
     if loss.attrs.get("needs_reference"):
         *reference, cached = reference_logps(ctx, peft_model, encoded, opts.batch_size)
         reference_status = "cached" if cached else "computed"
 
     n = len(encoded)
-    order = shuffled_epochs(range(n), opts.epochs, ctx.stage_seed(ctx.stage or "train"))
-    items = [(position // n, index) for position, index in enumerate(order)]  # (epoch, pair index)
-    epoch_sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-
-    def step(model: Any, batch_items: list[tuple[int, int]]):
-        rows = [index for _, index in batch_items]
-        pc, pr, lc, lr = forward_pairs(model, [encoded[i] for i in rows], policy.tokenizer.pad_token_id,
-                                       policy.device)
-        refs = (reference[0][rows].to(pc.device), reference[1][rows].to(pc.device)) if reference else (None, None)
-        out = loss.obj(PreferenceBatch(pc, pr, lc, lr, *refs), loss_opts)
-        margins = (out.chosen_rewards - out.rejected_rewards).detach().float()
-        for (epoch, _), example_loss, margin in zip(batch_items, out.losses.detach().tolist(), margins.tolist()):
-            sums = epoch_sums[epoch]
-            sums["loss"] += example_loss
-            sums["reward_margin"] += margin
-            sums["accuracy"] += float(margin > 0)
-            sums["n"] += 1
-        return out.losses.mean(), {"loss": out.losses.mean().item(), "reward_margin": margins.mean().item(),
-                                   "accuracy": (margins > 0).float().mean().item()}
-
-    settings = LoopSettings(lr=opts.lr, batch_size=opts.batch_size, grad_accum=opts.grad_accum)
-    history = train_loop(peft_model, items, step, settings, dtype=policy.dtype,
-                         on_step=lambda record: ctx.log("step", **record), desc=f"{loss.name} (lora)",
-                         tokens=lambda item: pair_tokens(encoded[item[1]]),
-                         max_tokens=opts.micro_batch_tokens)
-    epochs = []
-    for epoch in sorted(epoch_sums):
-        sums = epoch_sums[epoch]
-        row = {"epoch": epoch + 1, **{k: v / sums["n"] for k, v in sums.items() if k != "n"}}
+    order = [(position // n, index) for position, index in enumerate(shuffled_epochs(range(n), opts.epochs, seed))]
+    total_steps = math.ceil(math.ceil(len(order) / opts.batch_size) / opts.grad_accum)
+    args = training_arguments(ctx, opts, lr=opts.lr, batch_size=opts.batch_size, grad_accum=opts.grad_accum,
+                              warmup_ratio=opts.warmup_ratio, total_steps=total_steps, seed=seed)
+    trainer = PreferenceTrainer(
+        model=peft_model, args=args, max_tokens=opts.micro_batch_tokens, encoded=encoded, order=order,
+        reference=reference, loss=loss, loss_opts=loss_opts, pad_id=policy.tokenizer.pad_token_id)
+    plan = plan_key(opts, loss.name, loss_opts.model_dump(), encoded, order)
+    history = fit(ctx, trainer, opts, plan, event="step")
+    epochs = epoch_rows(trainer.totals)
+    for row in epochs:
         ctx.log("epoch", **row)
-        epochs.append(row)
-    save_and_merge(policy, peft_model, ctx.stage_dir / "adapter")
+    finish(ctx, policy, peft_model)
     return {"pairs": n, "dropped": dropped, "steps": len(history), "loss": epochs[-1]["loss"],
             "reward_margin": epochs[-1]["reward_margin"], "accuracy": epochs[-1]["accuracy"],
             "reference": reference_status, "epochs": epochs}

@@ -12,19 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from itool import hookimpl
 from itool.context import stable_subset
 from itool.plugins.datasets.buckets import BUCKETS, bucket
-from itool.plugins.training import (
-    LoopSettings, add_lora, autocast, completion_batch, mean_completion_loss, save_and_merge, sequence_logps,
-    shuffled_epochs, train_loop,
-)
+from itool.plugins.trainers.engine_options import EngineOptions
+from itool.plugins.training import add_lora, autocast, encode_pair, mean_completion_loss, shuffled_epochs
 from itool.schemas import Sample
 
 
-class WarmupOptions(BaseModel):
+class WarmupOptions(EngineOptions):
     lora_r: int = Field(8, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
@@ -33,6 +31,9 @@ class WarmupOptions(BaseModel):
     epochs: int = Field(1, ge=1, description="Passes over the data (the curriculum repeats each stage this often).")
     batch_size: int = Field(2, ge=1, description="Examples per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
+    micro_batch_tokens: int = Field(
+        4096, ge=1, description="Cap on padded tokens per forward pass (examples × longest); a micro-batch beyond "
+                                "it runs in parts with the same gradient.")
     max_length: int = Field(1024, ge=16, description="Longest prompt+answer in tokens (prompt trimmed first).")
     eval_samples: int = Field(16, ge=1, description="Held-out test samples for the before/after answer-token loss.")
     seed: int | None = Field(None, description="Seed of the LoRA initialisation and the shuffling; default: the run's seed for this stage.")
@@ -52,7 +53,8 @@ def examples_of(ctx: Any, samples: list[Sample]) -> list[Example]:
 
 
 def training_order(examples: list[Example], epochs: int, seed: int, *, curriculum: bool) -> list[Example]:
-    """Every example ``epochs`` times: stage by stage (each stage's epochs shuffled) or all shuffled."""
+    """Every example ``epochs`` times: stage by stage (each stage's epochs shuffled) or all shuffled.
+    The trainer reads this order as it is (a sequential sampler)."""
     if not curriculum:
         return shuffled_epochs(examples, epochs, seed)
     return [e for i, stage in enumerate(BUCKETS)
@@ -69,8 +71,11 @@ def heldout_loss(ctx: Any, opts: WarmupOptions) -> float:
 
 
 def train_sft(ctx: Any, samples: list[Sample], opts: WarmupOptions, *, curriculum: bool) -> dict[str, Any]:
-    """LoRA SFT of ``ctx.policy`` on ``samples``; saves the adapter and merges it. Returns the metrics."""
-    import torch
+    """LoRA SFT of ``ctx.policy`` on ``samples`` (``transformers.Trainer``); saves the adapter and merges it.
+    Returns the metrics."""
+    import math
+
+    from itool.plugins.trainers.engine import CompletionTrainer, finish, fit, plan_key, training_arguments
 
     if not samples:
         return {"samples": 0, "skipped": True}
@@ -78,34 +83,25 @@ def train_sft(ctx: Any, samples: list[Sample], opts: WarmupOptions, *, curriculu
     examples = examples_of(ctx, samples)
     seed = opts.seed if opts.seed is not None else ctx.stage_seed(ctx.stage or "warmup")
     order = training_order(examples, opts.epochs, seed, curriculum=curriculum)
+    encoded = [(*encode_pair(policy.tokenizer, e.prompt, e.target, opts.max_length), e.stage) for e in order]
 
     before = heldout_loss(ctx, opts)
     ctx.log("heldout", loss=before, when="before")
-    torch.manual_seed(seed)
-    peft_model = add_lora(policy.model, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout)
-    nll = {stage: 0.0 for stage in BUCKETS}
-    tokens = {stage: 0 for stage in BUCKETS}
-
-    def step(model: Any, items: list[Example]) -> tuple[Any, dict[str, float]]:
-        batch = completion_batch(policy.tokenizer, [e.prompt for e in items], [e.target for e in items],
-                                 max_length=opts.max_length, device=policy.device)
-        logps, counts = sequence_logps(model, batch)
-        for e, logp, count in zip(items, logps.tolist(), counts.tolist()):
-            nll[e.stage] -= logp
-            tokens[e.stage] += count
-        loss = -logps.sum() / counts.sum().clamp(min=1)
-        return loss, {"loss": loss.item()}
-
-    settings = LoopSettings(lr=opts.lr, batch_size=opts.batch_size, grad_accum=opts.grad_accum,
-                            warmup_ratio=opts.warmup_ratio)
-    history = train_loop(
-        peft_model, order, step, settings, dtype=policy.dtype,
-        on_step=lambda record: ctx.log("train_step", **record), desc="curriculum" if curriculum else "sft")
-    stage_losses = {f"train_loss_{s}": nll[s] / tokens[s] for s in BUCKETS if tokens[s]}
+    peft_model = add_lora(policy.model, seed=seed, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout)
+    total_steps = math.ceil(math.ceil(len(order) / opts.batch_size) / opts.grad_accum)
+    args = training_arguments(ctx, opts, lr=opts.lr, batch_size=opts.batch_size, grad_accum=opts.grad_accum,
+                              warmup_ratio=opts.warmup_ratio, total_steps=total_steps, seed=seed)
+    trainer = CompletionTrainer(model=peft_model, args=args, max_tokens=opts.micro_batch_tokens, encoded=encoded,
+                                pad_id=policy.tokenizer.pad_token_id)
+    history = fit(ctx, trainer, opts, plan_key(opts, curriculum, encoded), event="train_step")
+    totals = trainer.totals
+    stage_losses = {f"train_loss_{s}": totals[f"{s}.nll"] / totals[f"{s}.tokens"] for s in BUCKETS
+                    if totals.get(f"{s}.tokens")}
     for stage in BUCKETS:
-        if tokens[stage]:
-            ctx.log("train_bucket", bucket=stage, loss=nll[stage] / tokens[stage], tokens=tokens[stage])
-    save_and_merge(policy, peft_model, ctx.stage_dir / "adapter")
+        if totals.get(f"{stage}.tokens"):
+            ctx.log("train_bucket", bucket=stage, loss=stage_losses[f"train_loss_{stage}"],
+                    tokens=int(totals[f"{stage}.tokens"]))
+    finish(ctx, policy, peft_model)
     after = heldout_loss(ctx, opts)
     ctx.log("heldout", loss=after, when="after")
     return {

@@ -1,13 +1,11 @@
-"""The shared training machinery: the tokenisation convention, completion log-probs, the optimiser loop."""
+"""The shared training machinery: the tokenisation convention, completion log-probs, the seeded order and LoRA."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from itool.plugins.training import (
-    IGNORE_INDEX, LoopSettings, collate, completion_batch, encode_pair, sequence_logps, shuffled_epochs, train_loop,
-)
+from itool.plugins.training import IGNORE_INDEX, collate, completion_batch, encode_pair, sequence_logps, shuffled_epochs
 
 
 def test_prompt_and_completion_are_tokenised_separately_and_concatenated(shared_policy):
@@ -51,7 +49,7 @@ def test_a_padded_batch_trains_with_finite_gradients_equal_to_each_row_alone(fre
     from itool.plugins.training import add_lora
 
     tok = fresh_policy.tokenizer
-    model = add_lora(fresh_policy.model, r=4, alpha=8, dropout=0.0)
+    model = add_lora(fresh_policy.model, seed=0, r=4, alpha=8, dropout=0.0)
     prompts, completions = ["A long question about the weather in Paris today?", "Hi?"], ["Sunny.", "Hello there, friend!"]
 
     def grads(rows):
@@ -72,56 +70,3 @@ def test_shuffled_epochs_visit_every_item_once_per_epoch_in_a_seeded_order():
     order = shuffled_epochs(range(10), epochs=3, seed=1)
     assert [sorted(order[i * 10:(i + 1) * 10]) for i in range(3)] == [list(range(10))] * 3
     assert order == shuffled_epochs(range(10), epochs=3, seed=1) != shuffled_epochs(range(10), epochs=3, seed=2)
-
-
-def test_train_loop_accumulates_gradients_and_warms_up_then_decays_the_lr():
-    torch.manual_seed(0)
-    model = torch.nn.Linear(2, 1)
-    xs = torch.randn(32, 2)
-    ys = xs @ torch.tensor([[2.0], [-1.0]])
-
-    def step(m, items):
-        loss = torch.nn.functional.mse_loss(m(xs[items]), ys[items])
-        return loss, {"loss": loss.item()}
-
-    settings = LoopSettings(lr=0.3, batch_size=4, grad_accum=2, warmup_ratio=0.25)
-    full_loss_before = torch.nn.functional.mse_loss(model(xs), ys).item()
-    seen: list[dict] = []
-    history = train_loop(model, shuffled_epochs(range(32), 4, seed=0), step, settings, on_step=seen.append)
-    assert len(history) == 4 * 32 // (4 * 2) and seen == history
-    lrs = [r["lr"] for r in history]
-    assert lrs[0] == 0 and max(lrs) == pytest.approx(0.3) and lrs[-1] < lrs[len(lrs) // 2]
-    assert torch.nn.functional.mse_loss(model(xs), ys).item() < full_loss_before / 10
-
-
-def test_train_loop_refuses_a_model_with_nothing_to_train():
-    model = torch.nn.Linear(2, 1).requires_grad_(False)
-    with pytest.raises(ValueError, match="no trainable parameters"):
-        train_loop(model, [0], lambda m, items: (None, {}), LoopSettings())
-
-
-def test_a_micro_batch_over_the_token_cap_runs_in_parts_with_the_same_training():
-    """Examples of 'length' 3 under a cap of 7: micro-batches of 4 run as parts of 2, every part a
-    separate forward pass, and the weights end where unsplit micro-batches take them."""
-    xs = torch.randn(16, 2)
-    ys = xs @ torch.tensor([[1.0], [3.0]])
-    parts: list[int] = []
-
-    def step(m, items):
-        parts.append(len(items))
-        loss = torch.nn.functional.mse_loss(m(xs[items]), ys[items])
-        return loss, {"loss": loss.item()}
-
-    def trained(**cap):
-        torch.manual_seed(0)
-        model = torch.nn.Linear(2, 1)
-        history = train_loop(model, list(range(16)), step, LoopSettings(lr=0.1, batch_size=4), **cap)
-        return model, history
-
-    whole, whole_history = trained()
-    assert parts == [4] * 4
-    parts.clear()
-    split, split_history = trained(tokens=lambda item: 3, max_tokens=7)
-    assert parts == [2] * 8
-    assert torch.allclose(whole.weight, split.weight, atol=1e-6)
-    assert [r["loss"] for r in split_history] == pytest.approx([r["loss"] for r in whole_history], abs=1e-5)
