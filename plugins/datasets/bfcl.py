@@ -8,6 +8,10 @@ machine and independent of file order. ``split_mode="all"`` puts every sample in
 ``live_relevance`` has no ground truth (any sensible call is right): all of it goes to ``test``, none
 to ``train``. Its samples have ``answer=[]`` and ``meta["expects_call"]=True``.
 
+Two live_simple entries have a required parameter whose accepted-value list is empty: no answer can
+pass, and BFCL counts them (failed). They are kept for evaluation with ``meta["unanswerable"]`` (the
+parameters' names) and an ``answer`` without those parameters, and go to ``test`` only.
+
 Files are read as JSON lines by hand rather than through ``datasets``: function schemas differ from
 record to record (free-form ``properties``) and multi-turn ``initial_config`` nests arbitrary state,
 which Arrow cannot give one type.
@@ -81,14 +85,19 @@ def data_dir() -> Path:
 
 def expected_calls(ground_truth: list[dict[str, dict[str, list]]]) -> list[ToolCall]:
     """One call per accepted answer: each parameter's first accepted value; optional parameters (whose
-    accepted values include "") are left out."""
+    accepted values include "") and parameters with no accepted value are left out."""
     calls = []
     for entry in ground_truth:
         (name, params), = entry.items()
-        if any(not isinstance(values, list) or not values for values in params.values()):
-            raise Malformed("empty accepted-value list")
-        calls.append(ToolCall(name=name, arguments={p: v[0] for p, v in params.items() if "" not in v}))
+        if any(not isinstance(values, list) for values in params.values()):
+            raise Malformed("accepted values are not a list")
+        calls.append(ToolCall(name=name, arguments={p: v[0] for p, v in params.items() if v and "" not in v}))
     return calls
+
+
+def unanswerable_parameters(ground_truth: list[dict[str, dict[str, list]]]) -> list[str]:
+    """Parameters whose accepted-value list is empty: no answer can give them an accepted value."""
+    return [p for entry in ground_truth for params in entry.values() for p, values in params.items() if values == []]
 
 
 def messages(turn: list[dict[str, Any]]) -> list[Message]:
@@ -123,6 +132,8 @@ def single_turn_sample(category: str, record: dict[str, Any], answer: dict[str, 
     else:
         calls = expected_calls(answer["ground_truth"])
         meta["possible_answer"] = answer["ground_truth"]
+        if unanswerable_parameters(answer["ground_truth"]):
+            meta["unanswerable"] = unanswerable_parameters(answer["ground_truth"])
     return Sample(id=record["id"], category=category, messages=messages(record["question"][0]),
                   tools=record.get("function") or [], answer=calls, meta=meta)
 
@@ -202,12 +213,12 @@ def load(split: str, opts: BfclOptions) -> list[Sample]:
     samples = load_all(opts, skips)
     skips.report()
     if opts.split_mode == "all":
-        return samples
+        return [s for s in samples if split != "train" or "unanswerable" not in s.meta]
     return [s for s in samples if in_half(s, split)]
 
 
 def in_half(sample: Sample, split: str) -> bool:
-    if sample.category in NO_GROUND_TRUTH:
+    if sample.category in NO_GROUND_TRUTH or "unanswerable" in sample.meta:
         return split != "train"
     return in_split(sample.id, split, 0.5)
 

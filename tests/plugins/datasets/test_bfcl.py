@@ -72,10 +72,17 @@ def test_category_groups_and_unknown_categories(registry):
         component.parse_options({"categories": ["simple_rust"]})
 
 
-def test_real_data_quirks_are_skipped_and_counted(single_turn, registry, caplog):
+def test_entries_no_answer_can_pass_are_kept_for_evaluation_only(single_turn, registry, caplog):
+    """Two live_simple entries leave a required parameter without any accepted value; BFCL counts them."""
     component = registry.get("dataset", "bfcl")
-    component.obj("all", component.parse_options({"categories": ["live_simple"]}))
-    assert "bfcl: skipped 2 records (2 empty accepted-value list)" in caplog.text
+    live_simple = component.obj("all", component.parse_options({"categories": ["live_simple"]}))
+    assert len(live_simple) == 258 and "skipped" not in caplog.text
+    unanswerable = {s.id: s.meta["unanswerable"] for s in live_simple if "unanswerable" in s.meta}
+    assert unanswerable == {"live_simple_106-63-0": ["auto_loan_payment_start", "bank_hours_start"],
+                            "live_simple_112-68-0": ["acc_routing_start", "atm_finder_start", "faq_link_accounts_start",
+                                                     "get_balance_start", "get_transactions_start"]}
+    assert set(unanswerable) <= {s.id for s in single_turn["test"]}
+    assert not set(unanswerable) & {s.id for s in single_turn["train"]}
 
 
 def test_the_early_check_finds_the_installed_bfcl_data(registry):
