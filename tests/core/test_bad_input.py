@@ -116,6 +116,7 @@ CASES = [
     (RUN + ["--loss-opt", "betta=0.1"], "did you mean 'beta'"),
     (RUN + ["--evaluator-opt", "max_new_token=9"], "did you mean 'max_new_tokens'"),
     (RUN + ["--sampler", "all", "--sampler-opt", "fraction=0.5"], "sampler 'all' has no option 'fraction'"),
+    (RUN + ["--search", "dfsdt", "--pairs", "step"], "which pair builder 'step' cannot read"),
     (RUN + ["--loss-opt", "beta=.nan"], "loss.options.beta"),
     (RUN + ["--loss-opt", "beta=inf"], "loss.options.beta"),
     (RUN + ["--loss-opt", "gamma=-.inf"], "loss.options.gamma"),
