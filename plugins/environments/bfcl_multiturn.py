@@ -4,7 +4,11 @@ travel, ...) as an executable tool environment, one fresh set of instances per e
 Every call goes through ``itool.plugins.evaluators.safe_dispatch.Dispatcher``: call text is parsed with
 ``ast``, only public methods of the entry's backend classes can be reached and only literal arguments
 are accepted; nothing is ``eval``-ed. Text that is not a plain literal call list is refused with one
-error result and touches no state.
+error result and touches no state. Each call is bounded by the options ``call_timeout`` (seconds; a
+call over it is stopped and answered with an error result, the state stays as it was) and
+``max_int_digits``/``max_string_chars``/``max_items``/``max_depth`` (larger arguments are refused), and
+runs in a throw-away process, so the process-wide precision that BFCL's math backend sets never
+reaches the next call.
 
 For agent searches (``dfsdt``, ``react``) the registration also carries ``turns_of`` (the user
 messages per turn), ``tools_at`` (the functions on offer in a turn: held-out functions of
@@ -21,19 +25,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from itool import hookimpl
 from itool.errors import ItoolError
 from itool.plugins.evaluators.bfcl_ast import Check
 from itool.plugins.evaluators.bfcl_multiturn import ADDED_FUNCTIONS_TEXT, check_multi_turn, entry_of
-from itool.plugins.evaluators.safe_dispatch import DispatchError, Dispatcher
+from itool.plugins.evaluators.safe_dispatch import CallLimits, DispatchError, Dispatcher
 from itool.schemas import Message, Sample, ToolCall
 
 REFUSED = "Error: call refused"
 
 
-class BfclMultiTurnOptions(BaseModel):
+class BfclMultiTurnOptions(CallLimits):
     involved_classes: list[str] = Field(default_factory=list, description="Backend classes of the entry, e.g. ['GorillaFileSystem'].")
     initial_config: dict[str, Any] = Field(default_factory=dict, description="The entry's initial_config (state per class).")
     long_context: bool = Field(False, description="Load the long-context variant of each scenario.")
@@ -46,7 +50,7 @@ class BfclMultiTurnEnvironment:
     def __init__(self, opts: BfclMultiTurnOptions):
         self.opts = opts
         try:
-            self.dispatcher = Dispatcher.for_entry(opts.involved_classes, opts.initial_config, opts.long_context)
+            self.dispatcher = Dispatcher.for_entry(opts.involved_classes, opts.initial_config, opts.long_context, opts)
         except DispatchError as exc:
             raise ItoolError(f"bfcl-multiturn: {exc}") from None
 

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from itool.components import GenerationRequest, kept_prefixes
+from itool.components import GenerationRequest, ParseResult, kept_prefixes
 from itool.plugins.evaluators.bfcl_ast import Check, OK
-from itool.plugins.evaluators.safe_dispatch import Dispatcher, parse_call_text
+from itool.plugins.evaluators.safe_dispatch import CallLimits, Dispatcher, parse_call_text
 from itool.schemas import Message, Sample, ToolCall, Verdict
 
 ADDED_FUNCTIONS_TEXT = "I have updated some more functions you can choose from. What about now?"
@@ -54,8 +54,8 @@ class MultiTurnEntry:
     def long_context(self) -> bool:
         return "long_context" in self.sample.category
 
-    def dispatcher(self) -> Dispatcher:
-        return Dispatcher.for_entry(self.classes, self.initial_config, self.long_context)
+    def dispatcher(self, limits: CallLimits | None = None) -> Dispatcher:
+        return Dispatcher.for_entry(self.classes, self.initial_config, self.long_context, limits)
 
     def tools_at(self, turn: int) -> list[dict[str, Any]]:
         """The functions on offer in ``turn``: the sample's tools plus those revealed so far."""
@@ -86,12 +86,12 @@ def _missing(expected: list[str], got: list[str]) -> list[str]:
     return list((Counter(expected) - Counter(got)).elements())
 
 
-def check_multi_turn(entry: MultiTurnEntry, model_turns: list[list[Step]]) -> Check:
+def check_multi_turn(entry: MultiTurnEntry, model_turns: list[list[Step]], limits: CallLimits | None = None) -> Check:
     """Check the model's calls (per turn, per step) against the entry's ground truth."""
     if len(model_turns) != len(entry.ground_truth):
         return Check(False, "multi_turn:force_terminated",
                      f"{len(model_turns)} turns answered of {len(entry.ground_truth)}")
-    model, truth = entry.dispatcher(), entry.dispatcher()
+    model, truth = entry.dispatcher(limits), entry.dispatcher(limits)
     model_results: list[str] = []
     for turn, (steps, expected_calls) in enumerate(zip(model_turns, entry.ground_truth)):
         for step in steps:
@@ -140,7 +140,8 @@ def _start_turn(episode: _Episode, turn: int) -> None:
     episode.turns.append([])
 
 
-def _step(ctx: Any, active: list[_Episode], turn: int, max_new_tokens: int) -> list[_Episode]:
+def _step(ctx: Any, active: list[_Episode], turn: int, max_new_tokens: int,
+          parse: Callable[[str], ParseResult]) -> list[_Episode]:
     """One assistant message for every active episode; its calls run. Returns the episodes that called."""
     prompts = [
         ctx.format.render_prompt(
@@ -156,7 +157,7 @@ def _step(ctx: Any, active: list[_Episode], turn: int, max_new_tokens: int) -> l
     for episode, generations in zip(active, outputs):
         text = generations[0].text
         episode.transcript.append(text)
-        calls = ctx.format.parse(text).calls
+        calls = parse(text).calls
         if not calls:
             episode.history.append(Message(role="assistant", content=text))
             continue
@@ -168,9 +169,12 @@ def _step(ctx: Any, active: list[_Episode], turn: int, max_new_tokens: int) -> l
     return still_calling
 
 
-def run_multi_turn(ctx: Any, samples: list[Sample], max_new_tokens: int, max_steps_per_turn: int) -> list[Verdict]:
-    """Generate greedily, turn by turn and step by step (all entries batched), and check each entry."""
-    episodes = [_Episode(e, e.dispatcher()) for e in map(entry_of, samples)]
+def run_multi_turn(ctx: Any, samples: list[Sample], max_new_tokens: int, max_steps_per_turn: int,
+                   limits: CallLimits | None = None, parse: Callable[[str], ParseResult] | None = None) -> list[Verdict]:
+    """Generate greedily, turn by turn and step by step (all entries batched), and check each entry.
+    ``parse`` reads each step's calls (default: the format's own parser); ``limits`` bound every call."""
+    parse = parse or ctx.format.parse
+    episodes = [_Episode(e, e.dispatcher(limits)) for e in map(entry_of, samples)]
     n_turns = max((len(e.entry.user_turns) for e in episodes), default=0)
     with kept_prefixes(ctx.backend):  # each step's prompt is the previous one plus the new messages
         for turn in range(n_turns):
@@ -180,10 +184,10 @@ def run_multi_turn(ctx: Any, samples: list[Sample], max_new_tokens: int, max_ste
             for _ in range(max_steps_per_turn):
                 if not active:
                     break
-                active = _step(ctx, active, turn, max_new_tokens)
+                active = _step(ctx, active, turn, max_new_tokens, parse)
     verdicts = []
     for episode in episodes:
-        result = check_multi_turn(episode.entry, episode.turns)
+        result = check_multi_turn(episode.entry, episode.turns, limits)
         verdicts.append(Verdict(sample_id=episode.entry.sample.id, category=episode.entry.sample.category,
                                 valid=result.valid, error_type=result.error_type, error=result.error,
                                 output="\n---\n".join(episode.transcript)))

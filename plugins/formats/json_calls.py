@@ -2,7 +2,8 @@
 
 Same contract as the ``python`` format: a JSON call list (or one call object) -> ``calls``; no JSON
 call at all (prose, ``[]``) -> ``calls=[]``; truncated or malformed JSON, or a list whose items are
-not ``{"name": str, "arguments": object}`` -> ``calls=None`` with the reason.
+not ``{"name": str, "arguments": object}``, or values that could not be written on (a number over
+4,300 digits, a lone surrogate such as ``"\\ud800"``) -> ``calls=None`` with the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field
 from itool import hookimpl
 from itool.components import ParseResult
 from itool.plugins.formats.rendering import ToolListPrompt
+from itool.plugins.formats.values import unusable_value
 from itool.schemas import ToolCall
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -63,8 +65,13 @@ class JsonCallFormat(ToolListPrompt):
             truncated = exc.pos >= len(body.rstrip()) or exc.msg.startswith("Unterminated")
             reason = "truncated JSON" if truncated else f"bad JSON: {exc.msg}"
             return ParseResult(None, reason)
+        except ValueError as exc:  # a number json cannot convert (over 4,300 digits)
+            return ParseResult(None, f"bad JSON number: {str(exc).split(':')[0]}")
         except RecursionError:
             return ParseResult(None, "JSON nested too deeply")
+        problem = unusable_value(value)
+        if problem:
+            return ParseResult(None, f"unusable value: {problem}")
         items = value if isinstance(value, list) else [value]
         calls = []
         for item in items:

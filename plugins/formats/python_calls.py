@@ -5,10 +5,18 @@ Parsing contract (``parse``), decided so that irrelevance and broken output stay
 - a call list or bare call(s) made only of literal arguments -> ``calls=[...]``;
 - text with no call at all (plain prose, or an empty list ``[]``) -> ``calls=[]``, a no-call answer;
 - a call list that is truncated, malformed, too long, too deep or uses anything but literals
-  (names, attribute chains, calls, lambdas, comprehensions, f-strings, ``**kwargs``) -> ``calls=None``
-  with the reason in ``error``.
+  (names, attribute chains, calls, lambdas, comprehensions, f-strings, ``**kwargs``), or values that
+  could not be written on (an integer over 4,300 digits, a lone surrogate such as ``'\\ud800'``)
+  -> ``calls=None`` with the reason in ``error``.
 
 Model text is only ever handed to ``ast.parse``; nothing is evaluated.
+
+``parse_as_bfcl`` reads text the way BFCL's own prompting decoder does
+(``bfcl_eval.model_handler.utils.default_decode_ast_prompting``), for scores comparable with the
+leaderboard: the whole answer must be the call list, positional arguments are dropped, a bare name is
+the string of its name, a call as a value is its source text (or ``{name: {keyword arguments}}``),
+tuples stay tuples, and a unary operator negates its constant. Where BFCL ``eval``s (arithmetic,
+lambdas) the answer is unparseable here instead.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from pydantic import BaseModel, Field
 from itool import hookimpl
 from itool.components import ParseResult
 from itool.plugins.formats.rendering import ToolListPrompt
+from itool.plugins.formats.values import unusable_value
 from itool.schemas import ToolCall
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -91,6 +100,72 @@ def to_call(node: ast.AST) -> ToolCall:
     return ToolCall(name=dotted_name(node.func), arguments=arguments)
 
 
+# -- BFCL's prompting decoder, without eval ----------------------------------------------------------
+def bfcl_value(node: ast.AST) -> Any:
+    """A value as ``resolve_ast_by_type`` makes it (BFCL's quirks kept; its ``eval`` cases refused)."""
+    if isinstance(node, ast.Constant):
+        return "..." if node.value is Ellipsis else node.value
+    if isinstance(node, ast.UnaryOp):  # BFCL negates whatever the operator: +1 -> -1, not True -> -1
+        if isinstance(node.operand, ast.Constant):
+            try:
+                return -node.operand.value
+            except TypeError:
+                pass
+        raise UnsupportedValue("a unary operator on something other than a number")
+    if isinstance(node, ast.List):
+        return [bfcl_value(item) for item in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(bfcl_value(item) for item in node.elts)
+    if isinstance(node, ast.Dict):
+        if None in node.keys:
+            raise UnsupportedValue("** inside a dict")
+        try:
+            return {bfcl_value(k): bfcl_value(v) for k, v in zip(node.keys, node.values)}
+        except TypeError:
+            raise UnsupportedValue("an unhashable dict key") from None
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Call):
+        return bfcl_call(node) if node.keywords else ast.unparse(node)
+    if isinstance(node, ast.Subscript):
+        return f"{ast.unparse(node.value)}[{ast.unparse(node.slice)}]"
+    raise UnsupportedValue(f"argument value {type(node).__name__} is not decoded (BFCL would eval or reject it)")
+
+
+def bfcl_name(func: ast.AST) -> str:
+    """``resolve_ast_call``'s name: the attribute chain, joined with dots, down to a plain name."""
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if isinstance(func, ast.Name):
+        parts.append(func.id)
+    return ".".join(reversed(parts))
+
+
+def bfcl_call(node: ast.Call) -> dict[str, dict[str, Any]]:
+    """``{name: {keyword: value}}``; positional arguments are dropped, ``**x`` is kept under ``"**"``."""
+    return {bfcl_name(node.func): {keyword.arg or "**": bfcl_value(keyword.value) for keyword in node.keywords}}
+
+
+def bfcl_decode(text: str) -> list[ToolCall]:
+    """``default_decode_ast_prompting(text)`` as calls; raises where it raises."""
+    text = text.strip("`\n ")
+    text = text if text.startswith("[") else "[" + text
+    text = text if text.endswith("]") else text + "]"
+    body = ast.parse(text.strip().strip("'"), mode="eval").body
+    nodes = [body] if isinstance(body, ast.Call) else getattr(body, "elts", None)
+    if nodes is None:
+        raise UnsupportedValue("not a list of calls")
+    calls = []
+    for node in nodes:
+        if not isinstance(node, ast.Call):
+            raise UnsupportedValue(f"list element {type(node).__name__} is not a function call")
+        (name, arguments), = bfcl_call(node).items()
+        calls.append(ToolCall(name=name, arguments=arguments))
+    return calls
+
+
 def matching_end(text: str, start: int, max_depth: int) -> int:
     """Index just past the bracket that closes ``text[start]``, skipping quoted strings.
 
@@ -145,16 +220,27 @@ class PythonCallFormat(ToolListPrompt):
 
     # -- parsing ------------------------------------------------------------------------------------
     def parse(self, text: str) -> ParseResult:
+        return self._guarded(self._parse, text)
+
+    def parse_as_bfcl(self, text: str) -> ParseResult:
+        """How BFCL's prompting decoder reads ``text`` (see the module docstring); the ``bfcl``
+        evaluator uses it under ``scoring=bfcl``."""
+        return self._guarded(lambda t: ParseResult(bfcl_decode(t)), text)
+
+    def _guarded(self, parse: Any, text: str) -> ParseResult:
+        """``parse(text)`` with the length limit, failures as reasons, and unusable values refused."""
+        if len(text) > self.opts.max_chars:
+            return ParseResult(None, f"output longer than {self.opts.max_chars} characters")
         try:
-            return self._parse(text)
+            result = parse(text)
         except UnsupportedValue as exc:
             return ParseResult(None, str(exc))
         except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
             return ParseResult(None, f"not a python call list: {type(exc).__name__}")
+        problem = unusable_value([[c.name, c.arguments] for c in result.calls or []])
+        return ParseResult(None, f"unusable value: {problem}") if problem else result
 
     def _parse(self, text: str) -> ParseResult:
-        if len(text) > self.opts.max_chars:
-            return ParseResult(None, f"output longer than {self.opts.max_chars} characters")
         fenced = _FENCE.search(text)
         body = fenced.group(1) if fenced else text
         found = _CALL_LIST_START.search(body)

@@ -90,3 +90,19 @@ def test_non_multi_turn_sample_is_refused(registry):
     sample = dataset.obj("all", dataset.parse_options({"categories": ["simple_python"], "split_mode": "all"}))[0]
     with pytest.raises(ItoolError, match="not a BFCL multi-turn entry"):
         registry.get("environment", "bfcl-multiturn").attrs["turns_of"](sample)
+
+
+def test_calls_are_bounded_by_the_environments_options(registry):
+    """A call over ``call_timeout`` or over a size limit is an error result and the episode goes on."""
+    import time
+
+    component = registry.get("environment", "bfcl-multiturn")
+    env = component.obj(component.parse_options({"involved_classes": ["MathAPI"], "call_timeout": 0.2,
+                                                 "max_string_chars": 5}))
+    started = time.monotonic()
+    assert env.call("[power(base=10, exponent=10000000000)]") == [
+        "Error during execution: the call ran longer than 0.2 s and was stopped"]
+    assert time.monotonic() - started < 1.0
+    assert env.call("[si_unit_conversion(value=1, unit_in='kilometre', unit_out='m')]") == [
+        "Error during execution: string argument longer than 5 characters"]
+    assert env.call("[add(a=1, b=2)]") == ['{"result": 3}']

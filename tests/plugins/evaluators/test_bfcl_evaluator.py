@@ -28,7 +28,8 @@ def test_evaluate_judges_every_sample_of_every_kind(model_ctx):
     assert [v.sample_id for v in report.verdicts] == [s.id for s in samples]
     assert all(v.output for v in report.verdicts)
     for sample, verdict in zip(samples[:-1], report.verdicts):  # single-turn: the verdict is the checker's
-        assert verdict.valid == check(sample, ctx.format.parse(verdict.output).calls).valid
+        # scoring=bfcl (the default): BFCL's decoder and first-fit parallel matching
+        assert verdict.valid == check(sample, ctx.format.parse_as_bfcl(verdict.output).calls, greedy_parallel=True).valid
         assert verdict.valid or verdict.error_type
     assert set(CATEGORIES) <= set(report.summary)
     assert 0.0 <= report.summary["overall"] <= 1.0
@@ -56,3 +57,59 @@ def test_itool_eval_reports_bad_input_in_one_line(registry, tmp_path):
     result = CliRunner().invoke(cli, ["eval", "--categories", "simple_klingon", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "simple_klingon" in result.output and "Traceback" not in result.output
+
+
+# -- scoring modes (the answers are scripted; the evaluator, parsers and checker are the real ones) --------
+class ScriptedBackend:
+    """Answers each prompt with the text scripted for the sample whose question the prompt holds."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers  # question text -> answer text
+
+    def generate(self, requests):
+        from itool.components import Generation
+
+        return [[Generation(text=next(a for q, a in self.answers.items() if q in r.prompt), token_logprobs=[],
+                            finish_reason="stop")] for r in requests]
+
+
+class ScriptedCtx:
+    def __init__(self, registry, tokenizer, answers):
+        factory = registry.get("format", "python")
+        self.format = factory.obj(factory.parse_options({}))
+        self.policy = type("Policy", (), {"tokenizer": tokenizer})()
+        self.backend = ScriptedBackend(answers)
+
+
+SCRIPTED = {  # sample id -> (answer, valid under scoring=bfcl, valid under scoring=itool)
+    # BFCL's decoder drops positional arguments; ours keeps them, and the schema has no such parameter.
+    "simple_python_0": ("[calculate_triangle_area('extra', base=10, height=5)]", True, False),
+    # BFCL reads a bare name as its string; ours refuses a name as a value.
+    "simple_python_7": ("[calculate_circumference(radius=4, unit=inches)]", True, False),
+    "simple_python_1": ("[math.factorial(number=five)]", False, False),
+    "simple_python_2": ("[math.hypot(x=4, y=5)]", True, True),
+    # A tuple for an array parameter is a type error in BFCL; our parser reads it as a list.
+    "simple_python_72": ("[calculate_fitness(trait_values=(0.8, 0.7), trait_contributions=[0.4, 0.6])]", False, True),
+    # BFCL decodes only a bare call list; ours finds the list in prose.
+    "simple_python_79": ("Sure: [create_histogram(data=[85, 90, 88, 92, 86, 89, 91], bins=5)]", False, True),
+    # No answer can give this entry's required parameters an accepted value: BFCL counts it, failed.
+    "live_simple_106-63-0": ("[record(acc_routing_start=[])]", False, None),
+}
+
+
+def test_scoring_bfcl_is_the_default_and_differs_from_itool_where_documented(registry, shared_policy):
+    samples = load("all", BfclOptions(categories=["simple_python", "live_simple"], split_mode="all"))
+    samples = [s for s in samples if s.id in SCRIPTED]
+    answers = {s.messages[-1].content: SCRIPTED[s.id][0] for s in samples}
+    component = registry.get("evaluator", "bfcl")
+    assert component.parse_options({}).scoring == "bfcl"
+    ctx = ScriptedCtx(registry, shared_policy.tokenizer, answers)
+    by_mode = {}
+    for scoring, column in (("bfcl", 1), ("itool", 2)):
+        report = component.obj(ctx, samples, component.parse_options({"scoring": scoring}))
+        by_mode[scoring] = report
+        assert {v.sample_id: v.valid for v in report.verdicts} == \
+            {s.id: SCRIPTED[s.id][column] for s in samples if SCRIPTED[s.id][column] is not None}, scoring
+    assert by_mode["bfcl"].summary["live_simple"] == 0.0  # the unanswerable entry is scored
+    assert "live_simple" not in by_mode["itool"].summary  # and left out under itool
+    assert by_mode["bfcl"].summary["agentic"] == 0.0 and "agentic" not in by_mode["itool"].summary

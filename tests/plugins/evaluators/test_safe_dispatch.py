@@ -76,3 +76,67 @@ def test_snapshot_and_restore_isolate_branches(dispatcher):
     dispatcher.restore(start)  # a snapshot can be restored again
     assert set(dispatcher.instances["GorillaFileSystem"].root.contents) == {"notes.txt"}
     assert dispatcher.run("[cat(file_name='notes.txt')]") == ['{"file_content": "hello world"}']
+
+
+# -- bounds ------------------------------------------------------------------------------------
+HOSTILE_CALLS = [  # 40-odd characters each, minutes of CPU each when run unbounded
+    "power(base=10, exponent=10000000000)",
+    "square_root(number=2, precision=1000000000)",
+    "logarithm(value=10, base=2, precision=1000000000)",
+]
+
+
+def test_hostile_calls_end_within_a_second_as_error_results_and_the_run_goes_on(dispatcher):
+    import decimal
+    import time
+
+    import mpmath
+
+    dispatcher.run("[mkdir(dir_name='kept')]")
+    for text in HOSTILE_CALLS:
+        started = time.monotonic()
+        [result] = dispatcher.run(text)
+        assert time.monotonic() - started < 1.0, text
+        assert result == "Error during execution: the call ran longer than 0.5 s and was stopped"
+    assert dispatcher.run("[add(a=2, b=3), ls()]") == ['{"result": 5}', '{"current_directory_content": ["notes.txt", "kept"]}']
+    assert decimal.getcontext().prec == 28 and mpmath.mp.dps == 15  # this process's state is never touched
+
+
+def test_backends_numeric_precision_does_not_leak_into_the_next_call():
+    """``square_root`` and ``logarithm`` set decimal's and mpmath's precision process-wide; each call runs
+    in a process of its own, so a later call computes at the default precisions."""
+    import decimal
+
+    import mpmath
+    from bfcl_eval.eval_checker.multi_turn_eval.func_source_code.math_api import MathAPI
+
+    from itool.plugins.evaluators.safe_dispatch import run_isolated
+
+    text, _ = run_isolated(MathAPI(), "square_root", [2], {"precision": 60}, 5.0)
+    assert text == "{'result': Decimal('1.41421356237309504880168872420969807856967187537694807317668')}"  # 60 digits
+    assert "3.32192809488736234787031942948939017586483139302458061205475639581" in \
+        run_isolated(MathAPI(), "logarithm", [], {"value": 10, "base": 2, "precision": 70}, 5.0)[0]
+    # Decimal and mpf arithmetic use the ambient precision: 28 digits and 53 bits by default.
+    assert run_isolated(decimal.Decimal(2), "sqrt", [], {}, 5.0)[0] == "1.414213562373095048801688724"
+    assert run_isolated(mpmath.mpf(1), "__truediv__", [3], {}, 5.0)[0] == "0.333333333333333"
+    assert decimal.getcontext().prec == 28 and mpmath.mp.dps == 15
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("add(a=1" + "0" * 100 + ", b=1)", "integer argument longer than 100 digits"),
+    ("cat(file_name='" + "x" * 10_001 + "')", "string argument longer than 10000 characters"),
+    ("mean(numbers=[" + "1, " * 1_001 + "])", "arguments with more than 1000 elements"),
+    ("mean(numbers=" + "[" * 18 + "]" * 18 + ")", "arguments nested deeper than 16"),
+])
+def test_arguments_over_the_size_limits_are_error_results(dispatcher, text, reason):
+    assert dispatcher.run(text) == [f"Error during execution: {reason}"]
+
+
+def test_limits_are_options():
+    from itool.plugins.evaluators.safe_dispatch import CallLimits
+
+    tight = Dispatcher.for_entry(["MathAPI"], limits=CallLimits(max_int_digits=3, call_timeout=0.1))
+    assert tight.run("[add(a=999, b=1), add(a=1000, b=1)]") == [
+        '{"result": 1000}', "Error during execution: integer argument longer than 3 digits"]
+    slow = Dispatcher.for_entry(["MathAPI"], limits=CallLimits(call_timeout=0.1))
+    assert "longer than 0.1 s" in slow.run("[power(base=10, exponent=10000000000)]")[0]

@@ -53,6 +53,25 @@ def test_broken_output_is_unparseable_with_a_reason(fmt, text, reason):
     assert result.calls is None and reason in result.error
 
 
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('[{"name": "f", "arguments": {"n": ' + "9" * 4301 + "}}]", "4300 digits"),  # json.loads raises ValueError
+        ('[{"name": "f", "arguments": {"s": "\\ud800"}}]', "lone surrogate"),        # could not be written as UTF-8
+        ('[{"name": "\\udc00", "arguments": {}}]', "lone surrogate"),
+        ('[{"name": "f", "arguments": {"k": [{"\\udfff": 1}]}}]', "lone surrogate"),
+    ],
+)
+def test_values_that_could_not_be_written_on_make_the_answer_unparseable(fmt, text, reason):
+    result = fmt.parse(text)
+    assert result.calls is None and reason in result.error
+
+
+def test_surrogate_pairs_and_large_but_printable_numbers_are_fine(fmt):
+    text = '[{"name": "f", "arguments": {"s": "\\ud83d\\ude00", "n": ' + "9" * 4300 + "}}]"
+    assert fmt.parse(text).calls[0].arguments["s"] == "\U0001F600"
+
+
 def test_prompt_asks_for_json_calls(fmt, smol_tokenizer):
     sample = Sample(id="s", messages=[Message(role="user", content="hi")], tools=[{"name": "f"}])
     prompt = fmt.render_prompt(sample, smol_tokenizer)

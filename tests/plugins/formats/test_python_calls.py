@@ -97,6 +97,10 @@ def test_text_without_any_call_is_a_no_call_answer(fmt, text):
         "[f(" + "[" * 200 + "]" * 200 + ")]",         # deeply nested
         "[f(a='" + "x" * 1_000_000 + "')]",            # 10^6 characters
         "[f(a=1" + "0" * 5000 + ")]",                  # an integer beyond Python's digit limit
+        "[f(a=0x" + "f" * 4000 + ")]",                 # parses, but could never be printed in decimal
+        "[f(a='\\ud800')]",                           # a lone surrogate could not be written as UTF-8
+        "[f(a=[{'k': '\\udfff'}])]",
+        "[f(a=" + "-" * 5000 + "1)]",                 # within the depth limit, beyond the recursion limit
     ],
 )
 def test_broken_or_hostile_output_is_unparseable_with_a_reason(fmt, text):
@@ -162,3 +166,43 @@ def test_system_prompt_is_an_option(registry, smol_tokenizer):
     component = registry.get("format", "python")
     custom = component.obj(component.parse_options({"system_prompt": "Only call functions."}))
     assert "Only call functions." in custom.render_prompt(sample(), smol_tokenizer)
+
+
+# -- BFCL's own decoder ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, arguments",
+    [
+        ("[f(a=1, b='x')]", {"a": 1, "b": "x"}),
+        ("f(1, a=2)", {"a": 2}),                                  # positional arguments are dropped
+        ("[f(unit=inches)]", {"unit": "inches"}),                 # a bare name is the string of its name
+        ("[f(xs=(1, 2), ys=[(3,)])]", {"xs": (1, 2), "ys": [(3,)]}),  # tuples stay tuples
+        ("[f(c=g(), d=g(k=1), e=a[0])]", {"c": "g()", "d": {"g": {"k": 1}}, "e": "a[0]"}),
+        ("[f(n=+3, m=not True)]", {"n": -3, "m": -1}),            # BFCL negates under any unary operator
+        ("[f(**extra)]", {"**": "extra"}),                        # BFCL's None key: never a known parameter
+        ("```\n[f(a=1)]\n```", {"a": 1}),
+    ],
+)
+def test_bfcl_decoder_reads_answers_as_bfcl_does(fmt, text, arguments):
+    assert fmt.parse_as_bfcl(text).calls == [ToolCall(name="f", arguments=arguments)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sure: [f(a=1)]",           # only a bare call list decodes
+        "```python\n[f(a=1)]\n```",  # the fence's language tag is left in the text
+        "[f(a=1 + 2)]",             # BFCL evals arithmetic; we never evaluate
+        "[f(a=lambda: 1)]",
+        "[f(a=-x)]",
+        "[f(a='\\ud800')]",
+        "[f(a='" + "x" * 30_000 + "')]",
+        "I cannot help with that.",  # prose: no call (irrelevance counts it as a right answer)
+    ],
+)
+def test_bfcl_decoder_fails_where_bfcl_fails_or_would_evaluate(fmt, text):
+    result = fmt.parse_as_bfcl(text)
+    assert result.calls is None and result.error
+
+
+def test_bfcl_decoder_reads_an_empty_list_as_no_call(fmt):
+    assert fmt.parse_as_bfcl("[]").calls == []
