@@ -44,12 +44,14 @@ def test_a_row_gives_the_same_numbers_alone_and_in_a_batch():
         assert torch.equal(fast(batch[5:12]), together[5:12])
 
 
-def test_shapes_the_kernel_does_not_take_run_the_stock_layer():
+@pytest.mark.parametrize("inputs, dtype", [(60, torch.float32), (64, torch.bfloat16)])
+def test_shapes_and_dtypes_the_kernel_does_not_take_run_the_stock_layer(inputs, dtype):
+    """60 inputs: not a multiple of 8. bfloat16: the kernel is float32 only."""
     torch.manual_seed(0)
-    stock = torch.nn.Linear(60, 94)  # 60 inputs: not a multiple of 8
-    x = torch.randn(3, 60)
+    stock = torch.nn.Linear(inputs, 94).to(dtype)
+    x = torch.randn(3, inputs, dtype=dtype)
     with torch.inference_mode():
-        assert torch.equal(fast_copy(stock)(x), stock(x))
+        assert torch.equal(fast_copy(stock).to(dtype)(x), stock(x))
 
 
 def test_training_runs_the_stock_layer_and_gradients_flow():
