@@ -3,7 +3,9 @@
 Each stage calls the component configured for it, writes its outputs into its own folder and is then
 marked complete in the state file. A resumed run skips completed stages and reads what later stages
 need back from disk, so nothing is repeated and nothing is lost. A stage that was interrupted runs
-again from scratch, with the same seed, so the resumed run writes what an unbroken one would.
+again with the same seed (from scratch, or from a checkpoint its component left in the stage folder),
+so the resumed run writes what an unbroken one would; the rows the interrupted attempt left in
+metrics.jsonl stay, marked ``"abandoned": true``.
 
 Plugins follow the run through the lifecycle hooks of ``itool.hookspecs`` (``run_started``,
 ``stage_started``, ``stage_finished``, ``stage_failed``, ``run_finished``, ``log_event``).
@@ -80,7 +82,7 @@ def run_loop(ctx: RunContext, stop_after: str | None = None) -> None:
 
 def abandon_earlier_attempts(run: RunDir, stage: str) -> None:
     """Mark the metrics rows that earlier attempts left for ``stage`` with ``"abandoned": true`` (in one
-    atomic rewrite): the stage starts again from scratch, so those rows describe discarded work."""
+    atomic rewrite): they come from attempts that did not finish the stage, which now runs again."""
     rows = run.metrics()
     stale = [row for row in rows if row.get("stage") == stage and not row.get("abandoned")]
     if stale:
