@@ -98,3 +98,19 @@ def test_runner_plays_every_turn_batched_and_grades_it(samples, registry, shared
     verdicts = run_multi_turn(Ctx(factory.obj(factory.parse_options({})), shared_policy.tokenizer,
                                   ReplayBackend(first_only)), chosen[:1], max_new_tokens=64, max_steps_per_turn=3)
     assert verdicts[0].error_type == "multi_turn:empty_turn_model_response"
+
+
+def test_under_bfcls_decoder_positional_arguments_are_dropped(samples, registry, shared_policy):
+    """scoring=bfcl reads each step as BFCL's decoder does: the ground truth's ``touch('result.txt')``
+    becomes ``touch()``, so replaying it fails there and passes with our parser."""
+    sample = samples["multi_turn_base_32"]
+    entry = entry_of(sample)
+    answers = {user[-1].content: f"[{', '.join(calls)}]" for user, calls in zip(entry.user_turns, entry.ground_truth)}
+    assert "touch('result.txt')" in "".join(answers.values())
+    factory = registry.get("format", "python")
+    fmt = factory.obj(factory.parse_options({}))
+    ours, bfcl = (run_multi_turn(Ctx(fmt, shared_policy.tokenizer, ReplayBackend(answers)), [sample],
+                                 max_new_tokens=64, max_steps_per_turn=3, parse=parse)[0]
+                  for parse in (fmt.parse, fmt.parse_as_bfcl))
+    assert ours.valid, ours.error
+    assert not bfcl.valid and bfcl.error_type == "multi_turn:instance_state_mismatch"
