@@ -1,10 +1,11 @@
 """Trainer ``lora``: preference optimisation of ``ctx.policy`` with a LoRA adapter and the configured loss.
 
-Each pair's chosen and rejected answers go through the policy in one forward pass (chosen rows first);
-their summed answer log-probs and token counts form the loss's ``PreferenceBatch``. A loss registered
-with ``needs_reference`` also gets the reference log-probs: the same sums under the policy as it is
-before this round, computed once with the adapter disabled (no second model copy) and cached in the
-stage folder, so a re-run of the stage reuses them. Reference-free losses never run that pass.
+Training runs on ``transformers.Trainer`` (``itool.plugins.trainers.engine``: checkpoints, reporters,
+mixed precision). Each pair's chosen and rejected answers go through the policy in one forward pass
+(chosen rows first); their summed answer log-probs and token counts form the loss's ``PreferenceBatch``.
+A loss registered with ``needs_reference`` also gets the reference log-probs: the same sums under the
+policy as it is before this round, computed once with the adapter disabled (no second model copy) and
+cached in the stage folder, so a re-run of the stage reuses them. Reference-free losses never run that pass.
 """
 
 from __future__ import annotations

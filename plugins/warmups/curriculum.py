@@ -2,9 +2,10 @@
 
 Both train the answer tokens only (prompt from ``ctx.format.render_prompt``, target
 ``ctx.format.render_answer(sample.answer)`` + EOS) with the same optimiser budget: the same examples,
-epochs, micro-batches and optimiser steps, under one AdamW schedule. The only difference is the order,
-so comparing them measures the curriculum and nothing else. Before and after training both measure the
-held-out answer-token loss on (at most ``eval_samples`` of) ``ctx.samples("test")``.
+epochs, micro-batches and optimiser steps, under one AdamW schedule (``transformers.Trainer``, see
+``itool.plugins.trainers.engine``). The only difference is the order, laid out before training and read
+as it is, so comparing them measures the curriculum and nothing else. Before and after training both
+measure the held-out answer-token loss on (at most ``eval_samples`` of) ``ctx.samples("test")``.
 """
 
 from __future__ import annotations
