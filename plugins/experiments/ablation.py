@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from itool import hookimpl
 from itool.errors import ItoolError, describe_validation_error
-from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, made_by_itool, read_jsonl, write_text
+from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, check_output_file, made_by_itool, read_jsonl, write_text
 
 
 class RunSpec(BaseModel):
@@ -503,6 +503,8 @@ def experiment(config_path: Path, report_only: bool, dry_run: bool) -> None:
     from itool.cli import get_registry
 
     exp = read_experiment(config_path)
+    check_output_file(exp.report, f"{config_path}: report")  # before hours of runs, not after
+    check_output_file(exp.report.with_suffix("") / "ablation.png", f"{config_path}: report figures")
     registry = get_registry()
     train_size = train_size_of(exp, registry)
     todo = planned_runs(exp)

@@ -54,10 +54,12 @@ def broken_files() -> dict[str, bytes]:
         "deep.trees.jsonl": tree_line([None, *range(5000)]).encode(),
         "bad-chosen.trees.jsonl": tree_line([None, 0], chosen_path=[0, 7]).encode(),
         "binary.trees.jsonl": b"\x80\x81\x82\n",
-        "nan.experiment.yaml": yaml.safe_dump({
-            "title": "t", "runs_dir": "exp", "report": "exp.md", "seeds": [0], "runs": {"a": {}},
-            "arms": [{"name": "A", "run": "a", "stage": "base.eval"}],
-            "scaling": {"fractions": [float("nan")], "arms": ["A"]}}).encode(),
+        **{f"{name}.experiment.yaml": yaml.safe_dump({
+            "title": "t", "runs_dir": "exp", "report": report, "seeds": [0], "runs": {"a": {}},
+            "arms": [{"name": "A", "run": "a", "stage": "base.eval"}], **more}).encode()
+           for name, report, more in [("nan", "exp.md", {"scaling": {"fractions": [float("nan")], "arms": ["A"]}}),
+                                      ("report-is-a-folder", USER_FOLDER, {}),
+                                      ("figures-in-a-file", "afile.md", {})]},
     }
 
 
@@ -194,6 +196,8 @@ CASES = [
     (["compare", "--losses", "simpo", "--pairs", "empty.jsonl", "--out", "cmp"], "no pairs in the file"),
     (["experiment", "nan.experiment.yaml"], "scaling.fractions.0"),
     (["experiment", "binary.yaml"], "is not UTF-8 text"),
+    (["experiment", "report-is-a-folder.experiment.yaml"], f"report {USER_FOLDER} is a folder"),
+    (["experiment", "figures-in-a-file.experiment.yaml"], "report figures afile/ablation.png: afile is a file"),
     (["data", "stats", "toolbench", "--dataset-opt", "path=binary.jsonl"], "is not UTF-8 text"),
     (["data", "stats", "toolbench", "--dataset-opt", "pth=x"], "did you mean 'path'"),
     (["plugins", "loss", "nope"], "unknown loss 'nope'"),
