@@ -69,12 +69,23 @@ class CountingBackend:
 TINY = dict(simulations=2, width=2, max_depth=2, step_max_tokens=10, rollout_max_tokens=32, seed=0)
 
 
-@pytest.fixture
-def bfcl_ctx(model_ctx):
-    ctx = model_ctx(reward="ast", dataset={"name": "bfcl", "options": {
+def counting_bfcl_context(make):
+    ctx = make(reward="ast", dataset={"name": "bfcl", "options": {
         "categories": ["simple_python", "parallel"], "split_mode": "all"}})
     ctx.backend = CountingBackend(ctx.backend)
     return ctx
+
+
+@pytest.fixture
+def bfcl_ctx(model_ctx):
+    """On the model in the dtype ``auto`` picks: the search in bfloat16 too, with ITOOL_AUTO_DTYPE=bfloat16."""
+    return counting_bfcl_context(model_ctx)
+
+
+@pytest.fixture
+def bfcl_ctx_fp32(model_ctx_fp32):
+    """On the float32 model: counting calls does not depend on the dtype, and emulated bfloat16 costs minutes."""
+    return counting_bfcl_context(model_ctx_fp32)
 
 
 def two_samples(ctx):
@@ -106,15 +117,15 @@ def test_search_on_the_real_model_builds_consistent_trees(bfcl_ctx):
         assert len(tree.children(0)) >= 1
 
 
-def test_batched_search_makes_two_generate_calls_per_simulation_naive_one_per_request(bfcl_ctx):
-    samples = two_samples(bfcl_ctx)
+def test_batched_search_makes_two_generate_calls_per_simulation_naive_one_per_request(bfcl_ctx_fp32):
+    samples = two_samples(bfcl_ctx_fp32)
     quick = {**TINY, "simulations": 1, "step_max_tokens": 4, "rollout_max_tokens": 8}
-    batched = puct(bfcl_ctx, samples, PuctOptions(**quick))
-    batched_calls, bfcl_ctx.backend.generate_calls = bfcl_ctx.backend.generate_calls, 0
-    naive = puct(bfcl_ctx, samples, PuctOptions(**quick, wave_size=1))
+    batched = puct(bfcl_ctx_fp32, samples, PuctOptions(**quick))
+    batched_calls, bfcl_ctx_fp32.backend.generate_calls = bfcl_ctx_fp32.backend.generate_calls, 0
+    naive = puct(bfcl_ctx_fp32, samples, PuctOptions(**quick, wave_size=1))
     assert batched_calls == batched[0].meta["generate_calls"] <= 2 * quick["simulations"]
     # naive: one call per expansion of a leaf and one per rollout of a new non-terminal child
     expanded = sum(1 for t in naive for n in t.nodes if t.children(n.id))
     rolled_out = sum(1 for t in naive for n in t.nodes[1:] if not n.terminal)
-    assert bfcl_ctx.backend.generate_calls == naive[0].meta["generate_calls"] >= expanded + rolled_out
-    assert bfcl_ctx.backend.generate_calls >= 2 * batched_calls
+    assert bfcl_ctx_fp32.backend.generate_calls == naive[0].meta["generate_calls"] >= expanded + rolled_out
+    assert bfcl_ctx_fp32.backend.generate_calls >= 2 * batched_calls
