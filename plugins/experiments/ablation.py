@@ -23,7 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from itool import hookimpl
 from itool.errors import ItoolError, describe_validation_error
+from itool.plugins.experiments.stats import (
+    ALL_SAMPLES, Verdicts, accuracy_table, compare_paired, comparison_sentence, comparison_table)
 from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, check_output_file, made_by_itool, read_jsonl, write_text
+
+
+RESAMPLES = 2000  # bootstrap resamples per paired difference
 
 
 class RunSpec(BaseModel):
@@ -84,6 +89,8 @@ class ExperimentConfig(BaseModel):
     arms: list[ArmSpec] = Field(min_length=1)
     compare: CompareSpec | None = None
     scaling: ScalingSpec | None = None
+    comparisons: list[tuple[str, str]] = Field(
+        default_factory=list, description="Pairs [A, B] of arm names: A − B paired on the same test samples.")
     notes: str = Field("", description="Text placed under the title (how the sizes were scaled, and why).")
     discussion: str = Field("", description="Text placed after the tables: what the numbers say and what was tried.")
 
@@ -109,6 +116,10 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"compare.seed {self.compare.seed} is not a seed of run {self.compare.run!r}")
         if self.compare and self.compare.start_arm and self.compare.start_arm not in arms:
             raise ValueError(f"compare.start_arm names unknown arm {self.compare.start_arm!r}")
+        for pair in self.comparisons:
+            for name in pair:
+                if name not in arms:
+                    raise ValueError(f"comparisons name unknown arm {name!r} (arms: {', '.join(arms)})")
         for name in self.scaling.arms if self.scaling else []:
             if name not in arms:
                 raise ValueError(f"scaling names unknown arm {name!r}")
@@ -259,6 +270,63 @@ def arm_summaries(exp: ExperimentConfig, arm: ArmSpec, fraction: float = 1.0,
         if state and arm.stage in state["completed"]:
             found[seed] = state["results"][arm.stage]["summary"]
     return found
+
+
+def arm_verdicts(exp: ExperimentConfig, arm: ArmSpec, seed: int) -> Verdicts:
+    """sample id -> (category, valid): the per-sample verdicts of the arm's run of that seed (none if
+    the stage kept no verdict file)."""
+    path = exp.runs_dir / run_name(arm.run, seed) / arm.stage / "verdicts.jsonl"
+    if not path.is_file():
+        return {}
+    return {v["sample_id"]: (v["category"], bool(v["valid"])) for v in read_jsonl(path)}
+
+
+def first_seed(exp: ExperimentConfig, *arms: ArmSpec) -> int | None:
+    """The first seed (the experiment's seeds first, in order) whose runs of every one of ``arms`` have
+    finished the arm's stage."""
+    def finished(arm: ArmSpec, seed: int) -> bool:
+        state = _state(exp.runs_dir / run_name(arm.run, seed))
+        return bool(state) and arm.stage in state["completed"]
+
+    seeds = dict.fromkeys([*exp.seeds, *(seed for arm in arms for seed in exp.seeds_of(arm.run))])
+    return next((seed for seed in seeds if all(finished(arm, seed) for arm in arms)), None)
+
+
+def paired_statistics(exp: ExperimentConfig) -> list[str]:
+    """Per-sample statistics from the verdicts of one seed per arm: accuracy with Wilson intervals, and
+    each configured comparison paired on the same test samples."""
+    lines = ["## Paired statistics", "",
+             "From the per-sample verdicts of one seed: the first seed of the experiment that the arm (for a "
+             "comparison: both arms) has finished, named in each header. Rows are the evaluator's categories "
+             f"and *{ALL_SAMPLES}*, the unweighted share of samples answered right (not BFCL's weighted "
+             "overall). Intervals are 95%: Wilson score intervals for one arm's accuracy; for a difference, a "
+             f"percentile bootstrap over samples (pairs kept together, {RESAMPLES} resamples, seed 0), with "
+             "McNemar's exact two-sided p-value on the discordant samples (b: only A right, c: only B right). "
+             "A difference is called real when its interval excludes 0 and p < 0.05.", ""]
+    columns: dict[str, Verdicts] = {}
+    for arm in exp.arms:
+        seed = first_seed(exp, arm)
+        verdicts = arm_verdicts(exp, arm, seed) if seed is not None else {}
+        if verdicts:
+            columns[f"{arm.name} (seed {seed})"] = verdicts
+    if not columns:
+        return lines + ["No arm has finished yet.", ""]
+    lines += ["Accuracy in % [95% Wilson interval].", "", *accuracy_table(columns), ""]
+    arms = {a.name: a for a in exp.arms}
+    for name_a, name_b in exp.comparisons:
+        lines += [f"### {name_a} − {name_b}", ""]
+        seed = first_seed(exp, arms[name_a], arms[name_b])
+        if seed is None:
+            lines += ["Not available yet: the two arms share no finished seed.", ""]
+            continue
+        a, b = arm_verdicts(exp, arms[name_a], seed), arm_verdicts(exp, arms[name_b], seed)
+        rows = compare_paired(a, b, RESAMPLES)
+        if not rows:
+            lines += [f"Seed {seed}: the two arms share no test sample.", ""]
+            continue
+        lines += [f"Seed {seed}, accuracy and difference in %.", "", *comparison_table(rows, name_a, name_b), "",
+                  comparison_sentence(rows, name_a, name_b), ""]
+    return lines
 
 
 def mean_spread(values: list[float]) -> str:
@@ -443,6 +511,7 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
                 lines.append(f"- {said}")
         lines.append("")
     lines += ["### What the reinforcement rounds had to work with", "", *run_facts(exp), ""]
+    lines += paired_statistics(exp)
     if exp.compare:
         out = exp.runs_dir / "compare"
         lines += ["## Loss comparison", ""]

@@ -7,13 +7,10 @@ import json
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 import loop_plugins
-from itool import cli as cli_module
-from itool.plugins.experiments.ablation import mean_spread, planned_runs, read_experiment
-from itool.registry import Registry
 from itool.errors import ItoolError
+from itool.plugins.experiments.ablation import mean_spread, planned_runs, read_experiment
 
 
 def toy_experiment(tmp_path, **changes) -> dict:
@@ -45,22 +42,8 @@ def toy_experiment(tmp_path, **changes) -> dict:
     return config
 
 
-@pytest.fixture
-def itool(monkeypatch):
-    registry = Registry(extra_modules=[loop_plugins])
-    monkeypatch.setattr(cli_module, "_registry", registry)
-    registry.add_commands(cli_module.cli)  # what `itool` (cli.main) does at start-up
-    return lambda *args: CliRunner().invoke(cli_module.cli, list(args))
-
-
-def write(tmp_path, config) -> str:
-    path = tmp_path / "experiment.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
-
-
-def test_an_experiment_runs_every_arm_and_writes_the_report_with_its_plots(itool, tmp_path):
-    result = itool("experiment", write(tmp_path, toy_experiment(tmp_path)))
+def test_an_experiment_runs_every_arm_and_writes_the_report_with_its_plots(itool, tmp_path, write_experiment):
+    result = itool("experiment", write_experiment(toy_experiment(tmp_path)))
     assert result.exit_code == 0, result.output
     report = (tmp_path / "docs" / "results.md").read_text()
     assert "| row | Base (n=1) | SFT (n=2) | Warm-up (n=2) | iTool (n=2) | other search (n=1) |" in report
@@ -77,8 +60,8 @@ def test_an_experiment_runs_every_arm_and_writes_the_report_with_its_plots(itool
     assert yaml.safe_load((tmp_path / "runs" / "sft-p50-s0" / "config.yaml").read_text())["train_limit"] == 4
 
 
-def test_a_second_call_reuses_every_run_and_only_rewrites_the_report(itool, tmp_path):
-    path = write(tmp_path, toy_experiment(tmp_path))
+def test_a_second_call_reuses_every_run_and_only_rewrites_the_report(itool, tmp_path, write_experiment):
+    path = write_experiment(toy_experiment(tmp_path))
     assert itool("experiment", path).exit_code == 0
     logs = {p: p.read_text() for p in (tmp_path / "runs").rglob("calls.log")}
     (tmp_path / "docs" / "results.md").unlink()
@@ -88,16 +71,16 @@ def test_a_second_call_reuses_every_run_and_only_rewrites_the_report(itool, tmp_
     assert (tmp_path / "docs" / "results.md").is_file()
 
 
-def test_changed_settings_for_an_existing_run_are_refused_not_mixed(itool, tmp_path):
-    assert itool("experiment", write(tmp_path, toy_experiment(tmp_path, seeds=[0]))).exit_code == 0
+def test_changed_settings_for_an_existing_run_are_refused_not_mixed(itool, tmp_path, write_experiment):
+    assert itool("experiment", write_experiment(toy_experiment(tmp_path, seeds=[0]))).exit_code == 0
     changed = toy_experiment(tmp_path, seeds=[0], common={**loop_plugins.TOY_CONFIG, "train_limit": 6})
-    result = itool("experiment", write(tmp_path, changed))
+    result = itool("experiment", write_experiment(changed))
     assert result.exit_code == 2
     assert "was run with other settings" in result.output and "Traceback" not in result.output
 
 
-def test_runs_go_seed_by_seed_then_the_scaling_sweep(tmp_path):
-    path = write(tmp_path, toy_experiment(tmp_path))
+def test_runs_go_seed_by_seed_then_the_scaling_sweep(tmp_path, write_experiment):
+    path = write_experiment(toy_experiment(tmp_path))
     names = [name for name, *_ in planned_runs(read_experiment(path))]
     assert names == ["base-s0", "itool-s0", "sft-s0", "from-warmup-s0", "itool-s1", "sft-s1",
                      "sft-p50-s0", "itool-p50-s0"]
@@ -111,8 +94,8 @@ def test_runs_go_seed_by_seed_then_the_scaling_sweep(tmp_path):
       "arms": [{"name": "A", "run": "a", "stage": "round1.eval"}], "compare": None, "scaling": None},
      "start_from goes round in a circle"),
 ])
-def test_a_bad_experiment_config_is_one_line(itool, tmp_path, change, message):
-    result = itool("experiment", write(tmp_path, toy_experiment(tmp_path, **change)))
+def test_a_bad_experiment_config_is_one_line(itool, tmp_path, write_experiment, change, message):
+    result = itool("experiment", write_experiment(toy_experiment(tmp_path, **change)))
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
@@ -141,3 +124,4 @@ def test_the_shipped_experiment_config_names_real_components_with_valid_options(
     for name, spec in exp.runs.items():
         RunContext(build_config([exp.common, spec.config]), registry, run=None)  # raises on a bad name or option
     assert [a.name for a in exp.arms][:5] == ["Base", "SFT", "Warm-up", "iTool", "best-of-n"]
+    assert ("iTool", "Warm-up") in exp.comparisons
