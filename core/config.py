@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from itool.errors import ItoolError, describe_validation_error
+from itool.rundir import read_user_text
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 MAX_ROUNDS = 1000  # far beyond any useful run, far below what a typo costs in memory
@@ -115,12 +116,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ItoolError(f"config file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ItoolError(f"config file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ItoolError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    text = read_user_text(path, "config file")
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)

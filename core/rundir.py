@@ -73,6 +73,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+def read_user_text(path: Path, what: str) -> str:
+    """A user-supplied file's text, or one line saying why it cannot be read (``what`` names the file:
+    "config file", "toolace: data file")."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ItoolError(f"{what} {path} is not UTF-8 text (a binary file?)") from None
+    except OSError as exc:
+        raise ItoolError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 from pydantic import BaseModel, Field
 
 from itool.errors import ItoolError
+from itool.rundir import read_user_text
 from itool.schemas import Sample
 
 logger = logging.getLogger("itool.datasets")
@@ -154,12 +155,7 @@ def require_file(path: Path | None, dataset: str) -> Path:
 
 def data_text(path: Path, dataset: str) -> str:
     """The file's text, or one line saying why it is not usable data (unreadable, not UTF-8, empty)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ItoolError(f"{dataset}: {path} is not UTF-8 text (a binary file?)") from None
-    except OSError as exc:
-        raise ItoolError(f"{dataset}: cannot read {path}: {exc.strerror or exc}") from None
+    text = read_user_text(path, f"{dataset}: data file")
     if not text.strip():
         raise ItoolError(f"{dataset}: data file {path} is empty")
     return text
