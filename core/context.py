@@ -2,10 +2,10 @@
 objects (policy, backend, format, reward, data), all resolved through the registry.
 
 A stage must be a pure function of (config, seed, stage name, inputs on disk), so that a resumed run
-writes what an unbroken one does. The shared objects are built on first use, which happens inside
-whichever stage needs them first: in an unbroken run the model is loaded in the first stage, in a
-resumed one in the stage it resumes at. Building them therefore never draws from the random streams
-that the loop seeded for the stage (:func:`untouched_rng`).
+writes what an unbroken one does. The shared objects are built on first use, inside whichever stage
+needs them first: in an unbroken run the model is loaded in the first stage that uses it, in a resumed
+one in the first such stage after the resume point. Building them therefore never draws from the
+random streams that the loop seeded for the stage (:func:`untouched_rng`).
 """
 
 from __future__ import annotations
