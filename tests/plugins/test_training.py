@@ -45,11 +45,13 @@ def test_sequence_logps_sum_the_completion_token_logprobs_of_each_row(shared_pol
             assert logps[row].item() == pytest.approx(expected, abs=1e-3)
 
 
-def test_a_padded_batch_trains_with_finite_gradients_equal_to_each_row_alone(fresh_policy):
+def test_a_padded_batch_trains_with_finite_gradients_equal_to_each_row_alone(fresh_policy_fp32):
+    """On the float32 model: padding equivalence at float32 tolerance (bf16 rounds differently per batch
+    shape); bf16 training stays covered by the trainer and warm-up tests."""
     from itool.plugins.training import add_lora
 
-    tok = fresh_policy.tokenizer
-    model = add_lora(fresh_policy.model, seed=0, r=4, alpha=8, dropout=0.0)
+    tok = fresh_policy_fp32.tokenizer
+    model = add_lora(fresh_policy_fp32.model, seed=0, r=4, alpha=8, dropout=0.0)
     prompts, completions = ["A long question about the weather in Paris today?", "Hi?"], ["Sunny.", "Hello there, friend!"]
 
     def grads(rows):
