@@ -21,6 +21,8 @@ from pydantic import BaseModel
 
 from itool.config import COMPONENT_FIELDS, RunConfig
 from itool.errors import ItoolError
+from itool.processes import is_main
+from itool.journal import Journal
 from itool.registry import Component, Registry
 from itool.rundir import RunDir
 from itool.schemas import Sample
@@ -32,6 +34,15 @@ def stable_subset(samples: list[Sample], limit: int | None) -> list[Sample]:
     if limit is None or limit >= len(samples):
         return list(samples)
     return sorted(samples, key=lambda s: hashlib.sha256(s.id.encode()).hexdigest())[:limit]
+
+
+def per_category_subset(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """At most ``limit`` samples of each category, chosen by id hash: a stratified subset in which
+    small categories are kept whole."""
+    by_category: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_category.setdefault(sample.category, []).append(sample)
+    return [s for group in by_category.values() for s in stable_subset(group, limit)]
 
 
 def seed_everything(seed: int) -> None:
@@ -81,6 +92,12 @@ def _names(components: Iterable[Component]) -> str:
     return ", ".join(c.name for c in components) or "none installed"
 
 
+def quantize_argument(config: RunConfig) -> dict[str, str]:
+    """The ``quantize`` keyword for the model loader: given only when the run quantises, so loaders
+    written before the switch existed are called as they always were."""
+    return {} if config.quantize == "none" else {"quantize": config.quantize}
+
+
 class RunContext:
     def __init__(self, config: RunConfig, registry: Registry, run: RunDir):
         self.config = config
@@ -92,6 +109,7 @@ class RunContext:
             field: self._resolve(field) for field in COMPONENT_FIELDS
         }
         self._check_search_feeds_pairs()
+        self._check_backend_follows_policy()
 
     def _resolve(self, field: str) -> tuple[Component, BaseModel] | None:
         spec = getattr(self.config, field)
@@ -117,6 +135,22 @@ class RunContext:
             f"(it reads {read}); pair builders for {search.name!r}: {_names(builders)}; "
             f"searches for {builder.name!r}: {_names(searches)}")
 
+    def _check_backend_follows_policy(self) -> None:
+        """Refuse, before anything runs, a run that trains the policy with a backend that would go on
+        serving the weights it started with (a server it does not control): its searches and
+        evaluations after training would silently use the untrained model."""
+        trains = [part for part, on in (("a warm-up", self.config.warmup is not None),
+                                        (f"{self.config.rounds} round(s)", self.config.rounds > 0)) if on]
+        if not trains:
+            return
+        backend, opts = self.resolved["backend"]
+        follows = backend.attrs.get("follows_policy", True)
+        if not (follows(opts) if callable(follows) else follows):
+            raise ItoolError(
+                f"backend {backend.name!r} cannot follow a policy that training changes, and this run trains "
+                f"({' and '.join(trains)}): see `itool plugins backend {backend.name}` for how it can follow, "
+                f"or use it without training (--warmup none --rounds 0, itool eval, itool annotate)")
+
     def component(self, field: str) -> tuple[Component, BaseModel]:
         """The registered component in config slot ``field`` and its validated options."""
         found = self.resolved[field]
@@ -127,6 +161,11 @@ class RunContext:
     @property
     def stage_dir(self) -> Path:
         return self.run.stage_dir(self.stage or "misc")
+
+    def journal(self, name: str, plan: Any) -> Journal:
+        """The running stage's journal ``name`` for ``plan`` (see ``itool.journal``): the pieces an earlier,
+        interrupted attempt at this stage finished for the same plan."""
+        return Journal(self.stage_dir / f"{name}.journal.jsonl", plan)
 
     def notify(self, hook: str, /, **arguments: Any) -> None:
         """Call lifecycle hook ``hook`` (see ``itool.hookspecs``) of every plugin that implements it.
@@ -143,7 +182,10 @@ class RunContext:
         return 1 + max((row.get("attempt", 0) for row in self.run.metrics()), default=0)
 
     def log(self, event: str, /, **metrics: Any) -> None:
-        """One row in metrics.jsonl, also handed to every plugin's ``log_event`` hook."""
+        """One row in metrics.jsonl, also handed to every plugin's ``log_event`` hook; by the main process
+        only, in a run of several (``itool.processes``), so each event is logged once."""
+        if not is_main():
+            return
         self.run.log(self.stage, event, **{**metrics, "attempt": self.attempt})
         self.notify("log_event", stage=self.stage, event=event, metrics=metrics)
 
@@ -158,7 +200,8 @@ class RunContext:
         """The model with the configured adapters, then those of the run's completed stages, merged."""
         loader, opts = self.component("loader")
         with untouched_rng():
-            policy = loader.obj(self.config.model, opts, device=self.config.device, dtype=self.config.dtype)
+            policy = loader.obj(self.config.model, opts, device=self.config.device, dtype=self.config.dtype,
+                                **quantize_argument(self.config))
             for adapter in [*self.config.adapters, *self.run.adapters]:
                 policy.merge_adapter(adapter)
         return policy

@@ -24,9 +24,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from itool import hookimpl
+from itool.context import per_category_subset, stable_subset
 from itool.errors import ItoolError
 from itool.plugins.datasets._common import RECORD_ERRORS, Malformed, SkipLog, check_split, in_split, json_records, skip_reason
 from itool.plugins.formats.python_calls import PythonCallFormat, PythonFormatOptions
@@ -59,6 +60,20 @@ class BfclOptions(BaseModel):
     split_mode: Literal["half", "all"] = Field(
         "half", description="'half': BFCL-half, each category split 50/50 by a hash of the id; 'all': no split."
     )
+    test_per_category: int | None = Field(
+        None, ge=1, description="At most N test samples of each category, chosen by id hash (a stratified "
+        "held-out subset; smaller categories are kept whole). Default: the whole test half.")
+    dev_size: int = Field(
+        0, ge=0, description="Train samples set aside as a dev slice (the first by id hash), never trained on: "
+        "for choosing settings without looking at the test split.")
+    heldout: Literal["test", "dev"] = Field(
+        "test", description="What the test split serves: the test half, or the dev slice (dev_size > 0).")
+
+    @model_validator(mode="after")
+    def _dev_needs_size(self) -> "BfclOptions":
+        if self.heldout == "dev" and self.dev_size == 0:
+            raise ValueError("heldout=dev needs dev_size > 0")
+        return self
 
     @field_validator("categories", mode="before")
     @classmethod
@@ -214,7 +229,15 @@ def load(split: str, opts: BfclOptions) -> list[Sample]:
     skips.report()
     if opts.split_mode == "all":
         return [s for s in samples if split != "train" or "unanswerable" not in s.meta]
-    return [s for s in samples if in_half(s, split)]
+    if split == "all":
+        return samples
+    train = [s for s in samples if in_half(s, "train")]
+    dev = stable_subset(train, opts.dev_size) if opts.dev_size else []
+    if split == "train":
+        return [s for s in train if s not in dev]
+    if opts.heldout == "dev":
+        return dev
+    return per_category_subset([s for s in samples if in_half(s, "test")], opts.test_per_category)
 
 
 def in_half(sample: Sample, split: str) -> bool:

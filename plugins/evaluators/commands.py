@@ -15,7 +15,7 @@ import click
 
 from itool import hookimpl
 from itool.config import parse_option
-from itool.context import RunContext, stable_subset
+from itool.context import RunContext, per_category_subset
 from itool.errors import ItoolError
 from itool.rundir import read_jsonl, write_text
 from itool.schemas import Sample, Verdict
@@ -32,14 +32,6 @@ class _EvalContext(RunContext):
 
     def samples(self, split: str) -> list[Sample]:
         return self.picked
-
-
-def pick_samples(samples: list[Sample], limit: int | None) -> list[Sample]:
-    """At most ``limit`` samples per category, chosen by id hash (the same ones on every run)."""
-    by_category: dict[str, list[Sample]] = {}
-    for sample in samples:
-        by_category.setdefault(sample.category, []).append(sample)
-    return [s for group in by_category.values() for s in stable_subset(group, limit)]
 
 
 def summary_rows(verdicts: list[Any], summary: dict[str, float]) -> list[tuple[str, str, str]]:
@@ -84,10 +76,14 @@ def write_chart(path: Path, model: str, summary: dict[str, float]) -> None:
               help="Output folder (default: runs/eval-<timestamp>).")
 @click.option("--device", default=None, help="auto, cpu or cuda[:N].")
 @click.option("--dtype", default=None, help="auto, bfloat16 or float32.")
+@click.option("--backend", default=None, help="Generation backend (default: transformers; openai for a served model).")
+@click.option("--backend-opt", "backend_opts", multiple=True, metavar="KEY=VALUE",
+              help="Backend option (repeatable; see `itool plugins backend NAME`).")
 @click.option("--evaluator-opt", "evaluator_opts", multiple=True, metavar="KEY=VALUE",
               help="Evaluator option (repeatable; see `itool plugins evaluator bfcl`).")
 def eval_command(model: str | None, categories: str | None, limit: int | None, split: str, out: Path | None,
-                 device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...]) -> None:
+                 device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...], backend: str | None,
+                 backend_opts: tuple[str, ...]) -> None:
     """Evaluate a model on BFCL: per-sample verdicts, a summary table (BFCL v4 rows) and a chart."""
     from rich.console import Console
     from rich.table import Table
@@ -104,14 +100,18 @@ def eval_command(model: str | None, categories: str | None, limit: int | None, s
         dataset_options["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
     layer: dict[str, Any] = {
         "runs_dir": str(out.parent), "name": out.name, "eval_limit": None, "warmup": "none",
+        "rounds": 0,  # one evaluation, nothing trained: any backend serves it, a fixed server's too
         "dataset": {"name": "bfcl", "options": dataset_options},
         "evaluator": {"name": "bfcl", "options": dict(parse_option(o, "--evaluator-opt") for o in evaluator_opts)},
     }
     layer.update({k: v for k, v in {"model": model, "device": device, "dtype": dtype}.items() if v is not None})
+    if backend or backend_opts:
+        layer["backend"] = {**({"name": backend} if backend else {}),
+                            "options": dict(parse_option(o, "--backend-opt") for o in backend_opts)}
 
     ctx = plan_session(get_registry(), [layer], context=_EvalContext)
     dataset, dataset_opts = ctx.component("dataset")
-    ctx.picked = pick_samples(dataset.obj("test", dataset_opts), limit)
+    ctx.picked = per_category_subset(dataset.obj("test", dataset_opts), limit)
     if not ctx.picked:
         raise ItoolError("no samples to evaluate (check --categories)")
     start_session(ctx)

@@ -88,3 +88,35 @@ def test_entries_no_answer_can_pass_are_kept_for_evaluation_only(single_turn, re
 def test_the_early_check_finds_the_installed_bfcl_data(registry):
     component = registry.get("dataset", "bfcl")
     component.attrs["check"](component.parse_options({"categories": ["all"]}))
+
+
+def test_a_stratified_test_subset_caps_each_category_and_keeps_small_ones_whole(single_turn, registry):
+    component = registry.get("dataset", "bfcl")
+    capped = component.obj("test", component.parse_options({"test_per_category": 40}))
+    whole = {}
+    for sample in single_turn["test"]:
+        whole.setdefault(sample.category, []).append(sample.id)
+    kept = {}
+    for sample in capped:
+        kept.setdefault(sample.category, []).append(sample.id)
+    assert kept.keys() == whole.keys()
+    for category, ids in whole.items():
+        assert len(kept[category]) == min(40, len(ids))
+        assert set(kept[category]) <= set(ids)
+    assert len(kept["live_parallel"]) == len(whole["live_parallel"]) < 40  # kept whole
+    again = component.obj("test", component.parse_options({"test_per_category": 40}))
+    assert [s.id for s in again] == [s.id for s in capped]  # by id hash: the same subset every time
+
+
+def test_a_dev_slice_comes_out_of_the_train_half_and_is_never_trained_on(single_turn, registry):
+    component = registry.get("dataset", "bfcl")
+    train = component.obj("train", component.parse_options({"dev_size": 30}))
+    dev = component.obj("test", component.parse_options({"dev_size": 30, "heldout": "dev"}))
+    test = component.obj("test", component.parse_options({"dev_size": 30}))
+    assert len(dev) == 30
+    assert {s.id for s in dev} <= {s.id for s in single_turn["train"]}
+    assert not {s.id for s in dev} & {s.id for s in train}
+    assert len(train) + len(dev) == len(single_turn["train"])
+    assert [s.id for s in test] == [s.id for s in single_turn["test"]]
+    with pytest.raises(ItoolError, match="heldout=dev needs dev_size"):
+        component.parse_options({"heldout": "dev"})
