@@ -28,13 +28,18 @@ def png_figure(path: Path, figsize: tuple[float, float]) -> Iterator[Any]:
 
 
 def grouped_bars(path: Path, columns: dict[str, dict[str, float]], rows: list[str], title: str, ylabel: str = "accuracy (%)",
-                 errors: dict[str, dict[str, float]] | None = None) -> None:
-    """One group of bars per row, one bar per column (values already in the unit of ``ylabel``)."""
+                 errors: dict[str, dict[str, float | tuple[float, float]]] | None = None) -> None:
+    """One group of bars per row, one bar per column (values already in the unit of ``ylabel``).
+    ``errors``: whisker lengths per column and row, one number (both ways) or (down, up)."""
     width = 0.8 / max(1, len(columns))
     with png_figure(path, (max(6, 0.45 * len(rows) * max(1, len(columns))), 4.2)) as ax:
         for i, (name, values) in enumerate(columns.items()):
             xs = [r + (i - (len(columns) - 1) / 2) * width for r in range(len(rows))]
-            yerr = [(errors or {}).get(name, {}).get(row, 0.0) for row in rows] if errors else None
+            yerr = None
+            if errors:
+                spans = [(errors.get(name) or {}).get(row, 0.0) for row in rows]
+                yerr = [[s[0] if isinstance(s, tuple) else s for s in spans],
+                        [s[1] if isinstance(s, tuple) else s for s in spans]]
             ax.bar(xs, [values.get(row, float("nan")) for row in rows], width, yerr=yerr, capsize=2, label=name)
         ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right", fontsize="small")
         ax.set_ylabel(ylabel)

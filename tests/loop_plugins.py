@@ -174,8 +174,12 @@ def toy_evaluate(ctx, samples, opts):
     best = ctx.policy.best()
     verdicts = [Verdict(sample_id=s.id, category=s.category, valid=best == "add",
                         error_type=None if best == "add" else "wrong_func_name", output=best) for s in samples]
+    return EvalReport(verdicts=verdicts, summary=toy_summary(verdicts, opts))
+
+
+def toy_summary(verdicts, opts):
     accuracy = sum(v.valid for v in verdicts) / len(verdicts)
-    return EvalReport(verdicts=verdicts, summary={"toy": accuracy, "Overall": accuracy})
+    return {"toy": accuracy, "Overall": accuracy}
 
 
 def toy_logistic(batch, opts):
@@ -227,7 +231,7 @@ def register_trainers(register):
 
 @hookimpl
 def register_evaluators(register):
-    register("toy", toy_evaluate)
+    register("toy", toy_evaluate, summarize=toy_summary)
 
 
 class EventRecorder:

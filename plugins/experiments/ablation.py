@@ -24,8 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from itool import hookimpl
 from itool.errors import ItoolError, describe_validation_error
 from itool.plugins.experiments.stats import (
-    ALL_SAMPLES, Verdicts, accuracy_table, compare_paired, comparison_sentence, comparison_table)
+    ALL_SAMPLES, Summarize, by_row, compare_paired, comparison_sentence, comparison_table, summary_differences,
+    summary_intervals, wilson_interval)
 from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, check_output_file, made_by_itool, read_jsonl, write_text
+from itool.schemas import Verdict
 
 
 RESAMPLES = 2000  # bootstrap resamples per paired difference
@@ -272,15 +274,6 @@ def arm_summaries(exp: ExperimentConfig, arm: ArmSpec, fraction: float = 1.0,
     return found
 
 
-def arm_verdicts(exp: ExperimentConfig, arm: ArmSpec, seed: int) -> Verdicts:
-    """sample id -> (category, valid): the per-sample verdicts of the arm's run of that seed (none if
-    the stage kept no verdict file)."""
-    path = exp.runs_dir / run_name(arm.run, seed) / arm.stage / "verdicts.jsonl"
-    if not path.is_file():
-        return {}
-    return {v["sample_id"]: (v["category"], bool(v["valid"])) for v in read_jsonl(path)}
-
-
 def first_seed(exp: ExperimentConfig, *arms: ArmSpec) -> int | None:
     """The first seed (the experiment's seeds first, in order) whose runs of every one of ``arms`` have
     finished the arm's stage."""
@@ -292,84 +285,157 @@ def first_seed(exp: ExperimentConfig, *arms: ArmSpec) -> int | None:
     return next((seed for seed in seeds if all(finished(arm, seed) for arm in arms)), None)
 
 
-def paired_statistics(exp: ExperimentConfig) -> list[str]:
-    """Per-sample statistics from the verdicts of one seed per arm: accuracy with Wilson intervals, and
-    each configured comparison paired on the same test samples."""
-    lines = ["## Paired statistics", "",
-             "From the per-sample verdicts of one seed: the first seed of the experiment that the arm (for a "
-             "comparison: both arms) has finished, named in each header. Rows are the evaluator's categories "
-             f"and *{ALL_SAMPLES}*, the unweighted share of samples answered right (not BFCL's weighted "
-             "overall). Intervals are 95%: Wilson score intervals for one arm's accuracy; for a difference, a "
-             f"percentile bootstrap over samples (pairs kept together, {RESAMPLES} resamples, seed 0), with "
-             "McNemar's exact two-sided p-value on the discordant samples (b: only A right, c: only B right). "
-             "A difference is called real when its interval excludes 0 and p < 0.05.", ""]
-    columns: dict[str, Verdicts] = {}
+def verdict_list(exp: ExperimentConfig, arm: ArmSpec, seed: int) -> list[Verdict]:
+    path = exp.runs_dir / run_name(arm.run, seed) / arm.stage / "verdicts.jsonl"
+    return read_jsonl(path, Verdict) if path.is_file() else []
+
+
+def summarizer(exp: ExperimentConfig, arm: ArmSpec, seed: int, registry: Any) -> Summarize | None:
+    """The summary rows of a verdict list, computed as the arm's evaluator computes them (its
+    ``summarize=`` registration with the run's evaluator options); None if the evaluator offers none."""
+    from itool.config import build_config, read_config_file
+
+    config = build_config([read_config_file(exp.runs_dir / run_name(arm.run, seed) / CONFIG_FILE)])
+    component = registry.get("evaluator", config.evaluator.name)
+    summarize = component.attrs.get("summarize")
+    if summarize is None:
+        return None
+    opts = component.parse_options(config.evaluator.options)
+    return lambda verdicts: summarize(verdicts, opts)
+
+
+def headline_rows(summary: dict[str, float], verdicts: list[Verdict]) -> list[str]:
+    """The evaluator's aggregate rows: its summary rows that are not per-category rows."""
+    categories = {v.category for v in verdicts}
+    return [row for row in summary if row not in categories]
+
+
+def interval_text(value: float, low: float, high: float, signed: bool = False) -> str:
+    form = "{:+.1f}" if signed else "{:.1f}"
+    return f"{form.format(100 * value)} [{form.format(100 * low)}, {form.format(100 * high)}]"
+
+
+def arm_rows(verdicts: list[Verdict], summarize: Summarize | None) -> dict[str, tuple[float, float, float]]:
+    """row -> (accuracy, low, high): aggregates with a stratified bootstrap interval, categories and all
+    samples with a Wilson interval."""
+    rows: dict[str, tuple[float, float, float]] = {}
+    if summarize is not None:
+        intervals = summary_intervals(verdicts, summarize, RESAMPLES)
+        summary = {r.row: r.value for r in intervals}
+        for r in intervals:
+            if r.row in headline_rows(summary, verdicts):
+                rows[r.row] = (r.value, r.low, r.high)
+    flat = {v.sample_id: (v.category, v.valid) for v in verdicts}
+    for row, ids in by_row(flat).items():
+        right = sum(flat[i][1] for i in ids)
+        rows[row] = (right / len(ids), *wilson_interval(right, len(ids)))
+    return rows
+
+
+def arms_with_results(exp: ExperimentConfig, registry: Any) -> dict[str, tuple[int, list[Verdict], Summarize | None]]:
+    """arm -> (seed, verdicts, summarize) for every arm that has finished on some seed (the first such)."""
+    found = {}
     for arm in exp.arms:
         seed = first_seed(exp, arm)
-        verdicts = arm_verdicts(exp, arm, seed) if seed is not None else {}
+        verdicts = verdict_list(exp, arm, seed) if seed is not None else []
         if verdicts:
-            columns[f"{arm.name} (seed {seed})"] = verdicts
-    if not columns:
-        return lines + ["No arm has finished yet.", ""]
-    lines += ["Accuracy in % [95% Wilson interval].", "", *accuracy_table(columns), ""]
-    arms = {a.name: a for a in exp.arms}
+            found[arm.name] = (seed, verdicts, summarizer(exp, arm, seed, registry))
+    return found
+
+
+def arms_table(results: dict[str, tuple[int, list[Verdict], Summarize | None]]) -> tuple[list[str], dict]:
+    """Markdown table, one column per arm, cells ``accuracy [95% interval]``; and the numbers behind it."""
+    numbers = {name: arm_rows(verdicts, summarize) for name, (_, verdicts, summarize) in results.items()}
+    rows = [row for row in dict.fromkeys(row for found in numbers.values() for row in found)
+            if any(found.get(row, (0.0, 0.0, 0.0)) != (0.0, 0.0, 0.0) for found in numbers.values())
+            or row in {v.category for _, verdicts, _ in results.values() for v in verdicts} or row == ALL_SAMPLES]
+    sizes = {row: max(sum(1 for v in verdicts if v.category == row) if row != ALL_SAMPLES else len(verdicts)
+                      for _, verdicts, _ in results.values()) for row in rows}
+    header = [f"{name} (seed {seed})" for name, (seed, _, _) in results.items()]
+    lines = ["| row | n | " + " | ".join(header) + " |", "|---|---:|" + "---:|" * len(header)]
+    for row in rows:
+        cells = [interval_text(*numbers[name][row]) if row in numbers[name] else "" for name in results]
+        lines.append(f"| {row} | {sizes[row] or ''} | " + " | ".join(cells) + " |")
+    return lines, numbers
+
+
+def comparison_lines(name_a: str, name_b: str, a: tuple, b: tuple) -> list[str]:
+    """A − B paired on the shared samples: the aggregate rows with a paired stratified bootstrap
+    interval, then categories and all samples with a bootstrap interval and McNemar's exact test."""
+    (_, verdicts_a, summarize), (_, verdicts_b, _) = a, b
+    lines: list[str] = []
+    if summarize is not None:
+        diffs = summary_differences(verdicts_a, verdicts_b, summarize, RESAMPLES)
+        point = {d.row: d.value for d in diffs}
+        shown = [d for d in diffs if d.row in headline_rows(summarize(verdicts_a), verdicts_a)
+                 and (d.value or d.low or d.high or summarize(verdicts_a)[d.row])]
+        if shown and point:
+            lines += ["| aggregate row | difference [95% CI] | real |", "|---|---:|---|"]
+            lines += [f"| {d.row} | {interval_text(d.value, d.low, d.high, signed=True)} | "
+                      f"{'yes' if d.low > 0 or d.high < 0 else 'no'} |" for d in shown]
+            real = [f"{d.row} ({100 * d.value:+.1f})" for d in shown if d.low > 0 or d.high < 0]
+            lines += ["", f"Aggregate rows that differ beyond their interval: {', '.join(real) or 'none'}.", ""]
+    flat_a = {v.sample_id: (v.category, v.valid) for v in verdicts_a}
+    flat_b = {v.sample_id: (v.category, v.valid) for v in verdicts_b}
+    rows = compare_paired(flat_a, flat_b, RESAMPLES)
+    if not rows:
+        return lines + ["The two arms share no test sample.", ""]
+    return lines + [*comparison_table(rows, name_a, name_b), "", comparison_sentence(rows, name_a, name_b), ""]
+
+
+def paired_statistics(exp: ExperimentConfig, results: dict[str, tuple]) -> list[str]:
+    lines = ["## Paired comparisons", "",
+             "Each comparison is A − B on the same test samples (one seed: the first both arms finished). "
+             "Aggregate rows (BFCL's weighted rows, computed by the evaluator itself) get a 95% paired "
+             f"bootstrap interval that resamples samples within each category ({RESAMPLES} resamples, seed 0). "
+             f"Category rows and *{ALL_SAMPLES}* (the unweighted share answered right) get a percentile "
+             "bootstrap interval and McNemar's exact two-sided p-value on the discordant samples (b: only A "
+             "right, c: only B right); such a row is called real when its interval excludes 0 and p < 0.05.", ""]
     for name_a, name_b in exp.comparisons:
         lines += [f"### {name_a} − {name_b}", ""]
-        seed = first_seed(exp, arms[name_a], arms[name_b])
-        if seed is None:
-            lines += ["Not available yet: the two arms share no finished seed.", ""]
+        if name_a not in results or name_b not in results:
+            lines += ["Not available yet: an arm has not finished.", ""]
             continue
-        a, b = arm_verdicts(exp, arms[name_a], seed), arm_verdicts(exp, arms[name_b], seed)
-        rows = compare_paired(a, b, RESAMPLES)
-        if not rows:
-            lines += [f"Seed {seed}: the two arms share no test sample.", ""]
-            continue
-        lines += [f"Seed {seed}, accuracy and difference in %.", "", *comparison_table(rows, name_a, name_b), "",
-                  comparison_sentence(rows, name_a, name_b), ""]
+        lines += comparison_lines(name_a, name_b, results[name_a], results[name_b])
     return lines
 
 
-def mean_spread(values: list[float]) -> str:
-    """``mean ± sd`` in percent (sample standard deviation over seeds); the mean alone for one seed."""
-    if not values:
-        return "–"
-    mean = 100 * statistics.fmean(values)
-    return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+def loss_comparisons(exp: ExperimentConfig, results: dict[str, tuple], out: Path) -> list[str]:
+    """Each loss − the start arm, and each loss − the first loss, paired on the same samples."""
+    losses = {}
+    for loss in exp.compare.losses:
+        path = out / loss / "eval" / "verdicts.jsonl"
+        if path.is_file():
+            start = results.get(exp.compare.start_arm) if exp.compare.start_arm else None
+            summarize = start[2] if start else None
+            losses[loss] = (exp.compare.seed, read_jsonl(path, Verdict), summarize)
+    if not losses:
+        return []
+    lines = ["### Paired: each loss against the start and against the first loss", ""]
+    first = exp.compare.losses[0]
+    for loss, found in losses.items():
+        if exp.compare.start_arm in results:
+            lines += [f"#### {loss} − {exp.compare.start_arm}", "",
+                      *comparison_lines(loss, exp.compare.start_arm, found, results[exp.compare.start_arm])]
+        if loss != first and first in losses:
+            lines += [f"#### {loss} − {first}", "", *comparison_lines(loss, first, found, losses[first])]
+    return lines
 
 
-def ablation_table(exp: ExperimentConfig) -> tuple[str, dict[str, dict[int, dict[str, float]]]]:
+def seeds_table(exp: ExperimentConfig) -> list[str]:
+    """Where arms ran on several seeds: the headline row per seed."""
     by_arm = {arm.name: arm_summaries(exp, arm) for arm in exp.arms}
-    rows = list(dict.fromkeys(row for seeds in by_arm.values() for summary in seeds.values() for row in summary))
-    header = [f"{name} (n={len(seeds)})" for name, seeds in by_arm.items()]
-    lines = ["| row | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
-    for row in rows:
-        cells = [mean_spread([s[row] for s in seeds.values() if row in s]) for seeds in by_arm.values()]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines), by_arm
-
-
-def paired_lines(by_arm: dict[str, dict[int, dict[str, float]]], row: str) -> list[str]:
-    """A table of each arm's ``row``, one column per seed."""
-    names = list(by_arm)
     seeds = sorted({s for found in by_arm.values() for s in found})
-    lines = ["| arm | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---:|" * len(seeds)]
-    for name in names:
-        cells = [f"{100 * by_arm[name][s][row]:.1f}" if s in by_arm[name] and row in by_arm[name][s] else ""
-                 for s in seeds]
+    if len(seeds) < 2:
+        return []
+    rows = list(dict.fromkeys(row for found in by_arm.values() for summary in found.values() for row in summary))
+    row = next((r for r in rows if r.lower() == "overall"), rows[0])
+    lines = [f"### {row}, seed by seed", "", "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|" + "---:|" * len(seeds)]
+    for name, found in by_arm.items():
+        cells = [f"{100 * found[s][row]:.1f}" if s in found and row in found[s] else "" for s in seeds]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def difference(by_arm: dict[str, dict[int, dict[str, float]]], a: str, b: str, row: str) -> str | None:
-    """``a − b`` on ``row`` over the seeds both have: per seed, the mean and how many seeds favour ``a``."""
-    seeds = [s for s in by_arm.get(a, {}) if s in by_arm.get(b, {}) and row in by_arm[a][s] and row in by_arm[b][s]]
-    if not seeds:
-        return None
-    deltas = [100 * (by_arm[a][s][row] - by_arm[b][s][row]) for s in sorted(seeds)]
-    better = sum(d > 0 for d in deltas)
-    same = sum(d == 0 for d in deltas)
-    return (f"{a} − {b} ({row}): mean {statistics.fmean(deltas):+.1f} points over {len(deltas)} seed(s) "
-            f"({', '.join(f'{d:+.1f}' for d in deltas)}); {a} higher in {better}, equal in {same}.")
+    return lines + [""]
 
 
 def stage_times(exp: ExperimentConfig) -> list[str]:
@@ -388,39 +454,101 @@ def stage_times(exp: ExperimentConfig) -> list[str]:
     return lines
 
 
-def changed_answers(exp: ExperimentConfig, name: str, run: str, seed: int) -> str:
-    """How many held-out answers the round changed: ``round1.eval`` against the evaluation just before it
-    (the run's ``warmup.eval``, or that of the run it started from). Accuracy can stay put while answers move."""
-    after = exp.runs_dir / name / "round1.eval" / "verdicts.jsonl"
-    before = exp.runs_dir / name / "warmup.eval" / "verdicts.jsonl"
+def eval_outputs(path: Path) -> dict[str, str]:
+    return {v["sample_id"]: v["output"] for v in read_jsonl(path)} if path.is_file() else {}
+
+
+def evaluation_before(exp: ExperimentConfig, name: str, run: str, seed: int, round_index: int) -> Path:
+    """The evaluation the round's policy is compared with: the previous round's, the run's warm-up's, or
+    (for a run that starts from another) the evaluation of the stage it started from."""
+    path = exp.runs_dir / name
+    if round_index > 1:
+        return path / f"round{round_index - 1}.eval" / "verdicts.jsonl"
     source = exp.runs[run].source
-    if source and not before.is_file():
-        before = exp.runs_dir / run_name(source[0], seed) / f"{source[1]}.eval" / "verdicts.jsonl"
-    if not (after.is_file() and before.is_file()):
+    if source and not (path / "warmup.eval").is_dir():
+        return exp.runs_dir / run_name(source[0], seed) / f"{source[1]}.eval" / "verdicts.jsonl"
+    return path / ("warmup.eval" if (path / "warmup.eval").is_dir() else "base.eval") / "verdicts.jsonl"
+
+
+def pair_values(path: Path) -> str:
+    """chosen / rejected value means of the round's pairs (the reward the search gave each side)."""
+    metas = read_jsonl(path) if path.is_file() else []
+    chosen = [m["chosen_value"] for m in metas if m.get("chosen_value") is not None]
+    rejected = [m["rejected_value"] for m in metas if m.get("rejected_value") is not None]
+    if not chosen or not rejected:
         return ""
-    old = {v["sample_id"]: v["output"] for v in read_jsonl(before)}
-    new = {v["sample_id"]: v["output"] for v in read_jsonl(after)}
-    return f"{sum(old.get(i) != out for i, out in new.items())} of {len(new)}"
+    return f"{statistics.fmean(chosen):.2f} / {statistics.fmean(rejected):.2f}"
 
 
-def run_facts(exp: ExperimentConfig) -> list[str]:
-    """Per finished round: the counts that explain its result (selected, nodes, pairs, training, answers changed)."""
-    lines = ["| run | selected | search nodes | pairs | train loss | train margin | held-out answers changed |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, run, seed, _ in planned_runs(exp):
+def round_rows(exp: ExperimentConfig) -> list[dict[str, Any]]:
+    """One record per finished round of every run: what the round had to work with and what it changed."""
+    records = []
+    for name, run, seed, fraction in planned_runs(exp):
         state = _state(exp.runs_dir / name)
-        if not state or "round1.select" not in state["results"]:
+        if not state or fraction != 1.0:
             continue
         results = state["results"]
+        for index in range(1, 100):
+            r = f"round{index}"
+            if f"{r}.select" not in results:
+                break
+            summary = (results.get(f"{r}.eval") or {}).get("summary") or {}
+            after = eval_outputs(exp.runs_dir / name / f"{r}.eval" / "verdicts.jsonl")
+            before = eval_outputs(evaluation_before(exp, name, run, seed, index))
+            records.append({
+                "run": name, "round": index, "results": results, "summary": summary,
+                "changed": f"{sum(before.get(i) != out for i, out in after.items())} of {len(after)}" if after and before else "",
+                "values": pair_values(exp.runs_dir / name / f"{r}.pairs" / "pairs.meta.jsonl"),
+            })
+    return records
+
+
+def rounds_table(records: list[dict[str, Any]]) -> list[str]:
+    lines = ["| run | round | selected | searched | nodes | pairs kept | chosen / rejected value | train loss | "
+             "train margin | overall | all samples | held-out answers changed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for rec in records:
+        results, r = rec["results"], f"round{rec['round']}"
 
         def get(stage: str, key: str, results=results) -> str:
-            value = (results.get(stage) or {}).get(key, "")
+            value = (results.get(f"{r}.{stage}") or {}).get(key, "")
             return f"{value:.3g}" if isinstance(value, float) else str(value)
 
-        lines.append(f"| {name} | {get('round1.select', 'selected')} of {get('round1.select', 'of')} | "
-                     f"{get('round1.search', 'nodes')} | {get('round1.pairs', 'pairs')} | {get('round1.train', 'loss')} | "
-                     f"{get('round1.train', 'reward_margin')} | {changed_answers(exp, name, run, seed)} |")
+        summary = rec["summary"]
+        score = f"{100 * summary['overall']:.1f}" if "overall" in summary else ""
+        accuracy = f"{100 * summary['accuracy']:.1f}" if "accuracy" in summary else ""
+        lines.append(f"| {rec['run']} | {rec['round']} | {get('select', 'selected')} of {get('select', 'of')} | "
+                     f"{get('search', 'trees')} | {get('search', 'nodes')} | {get('pairs', 'pairs')} | {rec['values']} | "
+                     f"{get('train', 'loss')} | {get('train', 'reward_margin')} | {score} | {accuracy} | {rec['changed']} |")
     return lines
+
+
+def plot_rounds(path: Path, exp: ExperimentConfig, rows: list[str]) -> bool:
+    """Score by round (0 = the evaluation the rounds start from) for every run with two or more rounds."""
+    from itool.report import png_figure
+
+    series = {}
+    for name, run, seed, fraction in planned_runs(exp):
+        state = _state(exp.runs_dir / name)
+        if not state or fraction != 1.0 or "round2.eval" not in state["results"]:
+            continue
+        evals = [("warmup.eval" if "warmup.eval" in state["results"] else "base.eval", 0)]
+        evals += [(f"round{i}.eval", i) for i in range(1, 100) if f"round{i}.eval" in state["results"]]
+        series[name] = [(i, state["results"][stage]["summary"]) for stage, i in evals if stage in state["results"]]
+    if not series:
+        return False
+    with png_figure(path, (6, 4)) as ax:
+        for name, points in series.items():
+            for row in rows:
+                xs = [i for i, summary in points if row in summary]
+                ax.plot(xs, [100 * summary[row] for _, summary in points if row in summary], marker="o",
+                        label=f"{name}: {row}")
+        ax.set_xlabel("round (0: the warm-up)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_xticks(sorted({i for points in series.values() for i, _ in points}))
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    return True
 
 
 def scaling_points(exp: ExperimentConfig, row: str) -> dict[str, list[tuple[float, float, int]]]:
@@ -436,19 +564,14 @@ def scaling_points(exp: ExperimentConfig, row: str) -> dict[str, list[tuple[floa
     return points
 
 
-def plot_arms(path: Path, by_arm: dict[str, dict[int, dict[str, float]]], rows: list[str]) -> None:
+def plot_arms(path: Path, numbers: dict[str, dict[str, tuple[float, float, float]]], rows: list[str]) -> None:
+    """The aggregate rows, one bar per arm, whiskers at the 95% interval."""
     from itool.report import grouped_bars
 
-    means: dict[str, dict[str, float]] = {}
-    spreads: dict[str, dict[str, float]] = {}
-    for name, seeds in by_arm.items():
-        if not seeds:
-            continue
-        label = f"{name} (n={len(seeds)})"
-        values = {row: [100 * s[row] for s in seeds.values() if row in s] for row in rows}
-        means[label] = {row: statistics.fmean(v) for row, v in values.items() if v}
-        spreads[label] = {row: statistics.stdev(v) for row, v in values.items() if len(v) > 1}
-    grouped_bars(path, means, rows, "Accuracy by arm", "accuracy (%), mean ± sd over seeds", errors=spreads)
+    values = {name: {row: 100 * found[row][0] for row in rows if row in found} for name, found in numbers.items()}
+    whiskers = {name: {row: (100 * (found[row][0] - found[row][1]), 100 * (found[row][2] - found[row][0]))
+                       for row in rows if row in found} for name, found in numbers.items()}
+    grouped_bars(path, values, rows, "Accuracy by arm", "accuracy (%), 95% interval", errors=whiskers)
 
 
 def plot_scaling(path: Path, points: dict[str, list[tuple[float, float, int]]], row: str, train_size: int | None) -> None:
@@ -490,28 +613,36 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
     """The report: every table is computed from the run directories, so it says what they hold."""
     figures = exp.report.with_suffix("")
     figures.mkdir(parents=True, exist_ok=True)
-    table, by_arm = ablation_table(exp)
-    rows = list(dict.fromkeys(row for seeds in by_arm.values() for s in seeds.values() for row in s))
-    headline = next((r for r in rows if r.lower() == "overall"), rows[0] if rows else "")
+    from itool.cli import get_registry
+
+    results = arms_with_results(exp, get_registry())
+    table, numbers = arms_table(results)
+    aggregates = [row for row in dict.fromkeys(
+        row for _, verdicts, summarize in results.values() if summarize
+        for row in headline_rows(summarize(verdicts), verdicts)) if any(row in found and found[row][0] for found in numbers.values())]
     lines = [f"# {exp.title}", "", exp.notes.strip(), "",
              f"Regenerate everything (runs that exist are reused): `itool experiment {config_path}`; "
              f"only the report: `itool experiment {config_path} --report-only`.", "",
              f"Hardware: {hardware()}. Code: commit {commit()}. Run directories: `{exp.runs_dir}/`.", "",
-             "## Ablation", "",
-             "Accuracy in % on the same held-out samples, mean ± sample standard deviation over seeds "
-             "(n = number of seeds).", "", table, ""]
-    if by_arm and rows:
-        plot_arms(figures / "ablation.png", by_arm, rows)
-        lines += [f"![ablation]({figures.name}/ablation.png)", "", f"### {headline}, seed by seed", "",
-                  *paired_lines(by_arm, headline), ""]
-        names = list(by_arm)
-        for a, b in zip(names[1:], names[:-1]):
-            said = difference(by_arm, a, b, headline)
-            if said:
-                lines.append(f"- {said}")
-        lines.append("")
-    lines += ["### What the reinforcement rounds had to work with", "", *run_facts(exp), ""]
-    lines += paired_statistics(exp)
+             "## Arms", "",
+             "Accuracy in % on the same held-out samples [95% interval]. Aggregate rows (BFCL's weighted rows, "
+             "first) have a stratified bootstrap interval (samples resampled within each category, "
+             f"{RESAMPLES} resamples); category rows and *{ALL_SAMPLES}* (the unweighted share answered "
+             "right) a Wilson score interval. n: samples in the row (blank for aggregates).", "", *table, ""]
+    if numbers and aggregates:
+        plot_arms(figures / "arms.png", numbers, aggregates)
+        lines += [f"![arms]({figures.name}/arms.png)", ""]
+    lines += seeds_table(exp)
+    records = round_rows(exp)
+    lines += ["## Rounds", "",
+              "Per round: samples selected (of the train samples), searched, search-tree nodes, preference pairs "
+              "kept, the mean search value of chosen / rejected sides, the trainer's final loss and reward "
+              "margin, the held-out score after the round, and how many held-out greedy answers changed against "
+              "the evaluation before the round.", "", *rounds_table(records), ""]
+    if plot_rounds(figures / "rounds.png", exp, [r for r in aggregates if r.lower() in ("overall", "non_live", "live")]
+                   or aggregates[:1]):
+        lines += [f"![score by round]({figures.name}/rounds.png)", ""]
+    lines += paired_statistics(exp, results)
     if exp.compare:
         out = exp.runs_dir / "compare"
         lines += ["## Loss comparison", ""]
@@ -520,22 +651,23 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
 
             from itool.plugins.trainers.compare import plot, results_table, summary_rows
 
-            results = json.loads((out / "compare.json").read_text(encoding="utf-8"))
+            compared = json.loads((out / "compare.json").read_text(encoding="utf-8"))
             if exp.compare.start_arm:
                 start = arm_summaries(exp, next(a for a in exp.arms if a.name == exp.compare.start_arm),
                                       seeds=[exp.compare.seed]).get(exp.compare.seed)
                 if start:
-                    results["eval"] = {f"start ({exp.compare.start_arm})": start, **results["eval"]}
-            plot(figures / "losses.png", results["eval"], summary_rows(results["eval"]))
-            lines += [f"Every loss trains from `{results['start']}` on the same {results['n_pairs']} pairs "
-                      f"(`{results['pairs']}`), seed {results['seed']}, and is evaluated on the same "
-                      f"{results['n_eval']} held-out samples (accuracy %).", "", results_table(results), "",
+                    compared["eval"] = {f"start ({exp.compare.start_arm})": start, **compared["eval"]}
+            plot(figures / "losses.png", compared["eval"], summary_rows(compared["eval"]))
+            lines += [f"Every loss trains from `{compared['start']}` on the same {compared['n_pairs']} pairs "
+                      f"(`{compared['pairs']}`), seed {compared['seed']}, and is evaluated on the same "
+                      f"{compared['n_eval']} held-out samples (accuracy %).", "", results_table(compared), "",
                       f"![losses]({figures.name}/losses.png)", ""]
+            lines += loss_comparisons(exp, results, out)
         else:
             made_none = compare_pairs(exp).is_file() and not read_jsonl(compare_pairs(exp))
             lines += [f"Not run: `{compare_pairs(exp)}` holds no pairs." if made_none else "Not run yet.", ""]
     if exp.scaling:
-        row = exp.scaling.row or headline
+        row = exp.scaling.row or next((r for r in aggregates if r.lower() == "overall"), aggregates[0] if aggregates else "")
         points = scaling_points(exp, row)
         lines += ["## Data scaling", "", f"{row} accuracy (%) against the share of the training data "
                   f"(seeds {exp.scaling.seeds}; 100% is the ablation's runs of those seeds).", "",

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+from itool.schemas import Verdict
 
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 ALL_SAMPLES = "all samples"  # the unweighted share of samples, not BFCL's weighted overall
@@ -101,26 +104,6 @@ def compare_paired(a: Verdicts, b: Verdicts, resamples: int = 2000, seed: int = 
     return rows
 
 
-def interval_cell(verdicts: Verdicts, ids: list[str]) -> str:
-    """``accuracy [low, high]`` in percent with the Wilson interval."""
-    right = sum(verdicts[i][1] for i in ids)
-    low, high = wilson_interval(right, len(ids))
-    return f"{100 * right / len(ids):.1f} [{100 * low:.1f}, {100 * high:.1f}]"
-
-
-def accuracy_table(arms: dict[str, Verdicts]) -> list[str]:
-    """Markdown: one row per category and all samples, one column per arm (n in the row's label is the
-    largest arm's; a cell is empty where the arm has no sample of that row)."""
-    rows = sorted({category for verdicts in arms.values() for category, _ in verdicts.values()}) + [ALL_SAMPLES]
-    grouped = {name: by_row(verdicts) for name, verdicts in arms.items()}
-    lines = ["| row | n | " + " | ".join(arms) + " |", "|---|---:|" + "---:|" * len(arms)]
-    for row in rows:
-        n = max(len(groups.get(row, [])) for groups in grouped.values())
-        cells = [interval_cell(arms[name], groups[row]) if row in groups else "" for name, groups in grouped.items()]
-        lines.append(f"| {row} | {n} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def comparison_table(rows: list[PairedRow], name_a: str, name_b: str) -> list[str]:
     lines = [f"| row | n | {name_a} | {name_b} | difference | 95% CI | b | c | McNemar p |",
              "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
@@ -144,3 +127,68 @@ def comparison_sentence(rows: list[PairedRow], name_a: str, name_b: str) -> str:
     real = [r.row for r in rows if r.real and r.row != ALL_SAMPLES]
     said += (f" Real on the rows: {', '.join(real)}." if real else " No category row differs beyond its interval.")
     return said
+
+
+# -- the evaluator's summary rows (BFCL's weighted aggregates) -----------------------------------
+Summarize = Callable[[list[Verdict]], dict[str, float]]
+
+
+def stratified_draws(categories: list[str], resamples: int, seed: int = 0) -> np.ndarray:
+    """(resamples, n) sample indices, each row resampling every category within itself: the test subset
+    is stratified by category, so each resample keeps its category sizes (and BFCL's weights)."""
+    rng = np.random.default_rng(seed)
+    draws = np.empty((resamples, len(categories)), dtype=np.int64)
+    positions: dict[str, list[int]] = {}
+    for index, category in enumerate(categories):
+        positions.setdefault(category, []).append(index)
+    for members in positions.values():
+        members_arr = np.asarray(members)
+        draws[:, members_arr] = members_arr[rng.integers(0, len(members), (resamples, len(members)))]
+    return draws
+
+
+def summary_bootstrap(verdicts: list[Verdict], summarize: Summarize, draws: np.ndarray) -> dict[str, np.ndarray]:
+    """row -> the row's value on every resample (``draws`` index ``verdicts``)."""
+    values: dict[str, list[float]] = {}
+    for draw in draws:
+        for row, value in summarize([verdicts[i] for i in draw]).items():
+            values.setdefault(row, []).append(value)
+    return {row: np.asarray(v) for row, v in values.items() if len(v) == len(draws)}
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    row: str
+    value: float
+    low: float
+    high: float
+
+
+def summary_intervals(verdicts: list[Verdict], summarize: Summarize, resamples: int = 1000,
+                      seed: int = 0) -> list[SummaryRow]:
+    """Every summary row of one arm with a 95% stratified-bootstrap interval."""
+    point = summarize(verdicts)
+    spread = summary_bootstrap(verdicts, summarize, stratified_draws([v.category for v in verdicts], resamples, seed))
+    return [SummaryRow(row, value, *percentile_interval(spread[row])) for row, value in point.items() if row in spread]
+
+
+def summary_differences(a: list[Verdict], b: list[Verdict], summarize: Summarize, resamples: int = 1000,
+                        seed: int = 0) -> list[SummaryRow]:
+    """A − B on every summary row, on the samples both were scored on, with a 95% paired stratified
+    bootstrap interval (the same resampled samples for both arms)."""
+    by_id = {v.sample_id: v for v in b}
+    a = [v for v in a if v.sample_id in by_id]
+    b = [by_id[v.sample_id] for v in a]
+    if not a:
+        return []
+    draws = stratified_draws([v.category for v in a], resamples, seed)
+    point_a, point_b = summarize(a), summarize(b)
+    spread_a, spread_b = summary_bootstrap(a, summarize, draws), summary_bootstrap(b, summarize, draws)
+    return [SummaryRow(row, point_a[row] - point_b[row], *percentile_interval(spread_a[row] - spread_b[row]))
+            for row in point_a if row in point_b and row in spread_a and row in spread_b]

@@ -10,7 +10,7 @@ import yaml
 
 import loop_plugins
 from itool.errors import ItoolError
-from itool.plugins.experiments.ablation import mean_spread, planned_runs, read_experiment
+from itool.plugins.experiments.ablation import planned_runs, read_experiment
 
 
 def toy_experiment(tmp_path, **changes) -> dict:
@@ -36,6 +36,7 @@ def toy_experiment(tmp_path, **changes) -> dict:
             {"name": "other search", "run": "from-warmup", "stage": "round1.eval"},
         ],
         "compare": {"run": "itool", "seed": 0, "start_arm": "Warm-up", "losses": ["toy-logistic"]},
+        "comparisons": [["iTool", "Warm-up"]],
         "scaling": {"fractions": [0.5, 1.0], "arms": ["SFT", "iTool"], "seeds": [0]},
     }
     config.update(changes)
@@ -46,12 +47,15 @@ def test_an_experiment_runs_every_arm_and_writes_the_report_with_its_plots(itool
     result = itool("experiment", write_experiment(toy_experiment(tmp_path)))
     assert result.exit_code == 0, result.output
     report = (tmp_path / "docs" / "results.md").read_text()
-    assert "| row | Base (n=1) | SFT (n=2) | Warm-up (n=2) | iTool (n=2) | other search (n=1) |" in report
-    assert "| Overall | 0.0 |" in report  # the toy base model is always wrong
-    assert "iTool − Warm-up (Overall)" in report
+    assert ("| row | n | Base (seed 0) | SFT (seed 0) | Warm-up (seed 0) | iTool (seed 0) | other search (seed 0) |"
+            in report)
+    assert "| Overall |  | 0.0 [0.0, 0.0] |" in report  # the toy base model is always wrong
+    assert "### Overall, seed by seed" in report  # arms with two seeds
+    assert "| itool-s0 | 1 |" in report.split("## Rounds")[1]
+    assert "### iTool − Warm-up" in report and "McNemar" in report.split("### iTool − Warm-up")[1]
     assert "## Loss comparison" in report and "| start (Warm-up) | toy-logistic |" in report.replace("| row ", "")
     assert "| iTool | " in report.split("## Data scaling")[1]
-    for png in ("ablation", "losses", "scaling"):
+    for png in ("arms", "losses", "scaling"):
         assert (tmp_path / "docs" / "results" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     started = json.loads((tmp_path / "runs" / "from-warmup-s0" / "state.json").read_text())
     config = yaml.safe_load((tmp_path / "runs" / "from-warmup-s0" / "config.yaml").read_text())
@@ -99,12 +103,6 @@ def test_a_bad_experiment_config_is_one_line(itool, tmp_path, write_experiment, 
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
-
-
-def test_mean_and_spread_are_in_percent_over_seeds():
-    assert mean_spread([0.5, 0.25, 0.75]) == "50.0 ± 25.0"
-    assert mean_spread([0.125]) == "12.5"
-    assert mean_spread([]) == "–"
 
 
 def test_read_experiment_names_the_file_in_its_error(tmp_path):

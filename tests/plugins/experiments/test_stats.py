@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+
 import loop_plugins
 from itool.plugins.experiments.stats import (
-    ALL_SAMPLES, compare_paired, comparison_sentence, mcnemar_exact_p, paired_bootstrap, wilson_interval)
+    ALL_SAMPLES, compare_paired, comparison_sentence, mcnemar_exact_p, paired_bootstrap, stratified_draws,
+    summary_differences, summary_intervals, wilson_interval)
+from itool.schemas import Verdict
 
 
 @pytest.mark.parametrize("right, n, low, high", [
@@ -103,10 +106,10 @@ def test_the_report_has_interval_columns_and_a_paired_table_per_comparison(itool
                     **verdicts([False] * 2 + [True] * 8, "irrelevance", 20)})
     result = itool("experiment", path, "--report-only")
     assert result.exit_code == 0, result.output
-    report = (tmp_path / "docs" / "results.md").read_text().split("## Paired statistics")[1]
-    assert "| row | n | Base (seed 0) | SFT (seed 0) |" in report
-    assert "| simple | 20 | 0.0 [0.0, 16.1] | 60.0 [38.7, 78.1] |" in report
-    assert "| all samples | 30 | 33.3 [19.2, 51.2] | 66.7 [48.8, 80.8] |" in report
+    arms, report = (tmp_path / "docs" / "results.md").read_text().split("## Arms")[1].split("## Paired comparisons")
+    assert "| row | n | Base (seed 0) | SFT (seed 0) |" in arms
+    assert "| simple | 20 | 0.0 [0.0, 16.1] | 60.0 [38.7, 78.1] |" in arms
+    assert "| all samples | 30 | 33.3 [19.2, 51.2] | 66.7 [48.8, 80.8] |" in arms
     assert "### SFT − Base" in report
     assert "| simple | 20 | 60.0 | 0.0 | +60.0 |" in report and "| 12 | 0 | 0.000488 |" in report
     assert "| irrelevance | 10 | 80.0 | 100.0 | -20.0 |" in report and "| 0 | 2 | 0.5 |" in report
@@ -119,3 +122,40 @@ def test_comparisons_must_name_arms(itool, tmp_path, write_experiment):
     assert result.exit_code == 2
     assert "comparisons name unknown arm 'iTool' (arms: Base, SFT)" in result.output
     assert "Traceback" not in result.output
+
+
+def summary_of(verdicts, opts=None):
+    """A weighted aggregate as BFCL's are: the mean of the category accuracies, whatever their sizes."""
+    by_category = {}
+    for v in verdicts:
+        by_category.setdefault(v.category, []).append(v.valid)
+    return {"macro": sum(sum(x) / len(x) for x in by_category.values()) / len(by_category)}
+
+
+def verdict_objects(flags, category, start=0):
+    return [Verdict(sample_id=f"s{start + i}", category=category, valid=flag) for i, flag in enumerate(flags)]
+
+
+def test_stratified_draws_resample_each_category_within_itself():
+    categories = ["a"] * 5 + ["b"] * 3
+    draws = stratified_draws(categories, 200, seed=1)
+    assert draws.shape == (200, 8)
+    assert set(draws[:, :5].ravel()) <= set(range(5)) and set(draws[:, 5:].ravel()) <= {5, 6, 7}
+    assert (draws == stratified_draws(categories, 200, seed=1)).all()
+
+
+def test_an_aggregate_row_gets_a_bootstrap_interval_around_its_value():
+    verdicts = verdict_objects([True] * 30 + [False] * 10, "big") + verdict_objects([True] * 2 + [False] * 8, "small", 40)
+    (row,) = summary_intervals(verdicts, summary_of, resamples=500)
+    assert row.row == "macro" and row.value == pytest.approx((0.75 + 0.2) / 2)
+    assert row.low < row.value < row.high
+    assert 0.2 < row.high - row.low < 0.5  # the 10-sample category dominates the spread
+
+
+def test_a_paired_aggregate_difference_is_zero_for_identical_arms_and_clear_for_a_real_gain():
+    before = verdict_objects([False] * 40, "x") + verdict_objects([True] * 20, "y", 40)
+    (same,) = summary_differences(before, before, summary_of, resamples=300)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    after = verdict_objects([True] * 30 + [False] * 10, "x") + verdict_objects([True] * 20, "y", 40)
+    (gain,) = summary_differences(after, before, summary_of, resamples=300)
+    assert gain.value == pytest.approx(0.375) and gain.low > 0.2
