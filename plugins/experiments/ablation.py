@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 from pathlib import Path
@@ -133,11 +134,25 @@ class ExperimentConfig(BaseModel):
         return self.runs[run].seeds or self.seeds
 
 
-def read_experiment(path: Path) -> ExperimentConfig:
-    from itool.config import read_config_file
+def read_experiment(path: Path, settings: tuple[str, ...] = ()) -> ExperimentConfig:
+    """The experiment config file, with ``--set key.sub=value`` settings applied over it."""
+    from itool.config import parse_option, read_config_file
 
+    data = read_config_file(path)
+    for text in settings:
+        key, value = parse_option(text, "--set")
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ItoolError(f"--set {key}: {part!r} is not a mapping in {path}")
+            node = child
+        node[last] = value
     try:
-        return ExperimentConfig.model_validate(read_config_file(path))
+        return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
         raise ItoolError(f"{path}: {describe_validation_error(exc)}") from None
 
@@ -609,7 +624,7 @@ def commit() -> str:
         return "unknown"
 
 
-def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | None) -> Path:
+def write_results(exp: ExperimentConfig, command: str, train_size: int | None) -> Path:
     """The report: every table is computed from the run directories, so it says what they hold."""
     figures = exp.report.with_suffix("")
     figures.mkdir(parents=True, exist_ok=True)
@@ -621,8 +636,8 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
         row for _, verdicts, summarize in results.values() if summarize
         for row in headline_rows(summarize(verdicts), verdicts)) if any(row in found and found[row][0] for found in numbers.values())]
     lines = [f"# {exp.title}", "", exp.notes.strip(), "",
-             f"Regenerate everything (runs that exist are reused): `itool experiment {config_path}`; "
-             f"only the report: `itool experiment {config_path} --report-only`.", "",
+             f"Regenerate everything (runs that exist are reused): `itool experiment {command}`; "
+             f"only the report: `itool experiment {command} --report-only`.", "",
              f"Hardware: {hardware()}. Code: commit {commit()}. Run directories: `{exp.runs_dir}/`.", "",
              "## Arms", "",
              "Accuracy in % on the same held-out samples [95% interval]. Aggregate rows (BFCL's weighted rows, "
@@ -693,7 +708,10 @@ def write_results(exp: ExperimentConfig, config_path: Path, train_size: int | No
 @click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
 @click.option("--report-only", is_flag=True, help="Only rewrite the report from the runs that exist.")
 @click.option("--dry-run", is_flag=True, help="List the runs the experiment needs and which exist, then stop.")
-def experiment(config_path: Path, report_only: bool, dry_run: bool) -> None:
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Change a setting of the config (dotted path, YAML value; repeatable), e.g. "
+                   "--set runs_dir=runs/gpu --set common.train_limit=null.")
+def experiment(config_path: Path, report_only: bool, dry_run: bool, settings: tuple[str, ...]) -> None:
     """Run an experiment config (arms × seeds, loss comparison, data scaling) and write its report.
 
     \b
@@ -703,7 +721,8 @@ def experiment(config_path: Path, report_only: bool, dry_run: bool) -> None:
     """
     from itool.cli import get_registry
 
-    exp = read_experiment(config_path)
+    exp = read_experiment(config_path, settings)
+    command = " ".join([str(config_path), *(f"--set {shlex.quote(text)}" for text in settings)])
     check_output_file(exp.report, f"{config_path}: report")  # before hours of runs, not after
     check_output_file(exp.report.with_suffix("") / "ablation.png", f"{config_path}: report figures")
     registry = get_registry()
@@ -721,10 +740,10 @@ def experiment(config_path: Path, report_only: bool, dry_run: bool) -> None:
                 ensure_compare(exp, registry)  # as soon as its pairs exist: before the other seeds
             click.echo(f"experiment: run {index + 1}/{len(todo)}: {name}", err=True)
             ensure_run(registry, run_layers(exp, run, seed, fraction, train_size))
-            write_results(exp, config_path, train_size)
+            write_results(exp, command, train_size)
         if exp.compare and compare_ready(exp):
             ensure_compare(exp, registry)
-    report = write_results(exp, config_path, train_size)
+    report = write_results(exp, command, train_size)
     click.echo(f"report: {report}", err=True)
 
 

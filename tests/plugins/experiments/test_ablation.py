@@ -123,3 +123,28 @@ def test_the_shipped_experiment_config_names_real_components_with_valid_options(
         RunContext(build_config([exp.common, spec.config]), registry, run=None)  # raises on a bad name or option
     assert [a.name for a in exp.arms][:5] == ["Base", "SFT", "Warm-up", "iTool", "best-of-n"]
     assert ("iTool", "Warm-up") in exp.comparisons
+
+
+def test_set_changes_a_setting_of_the_config_for_this_call(itool, tmp_path, write_experiment):
+    path = write_experiment(toy_experiment(tmp_path, seeds=[0], scaling=None, compare=None))
+    elsewhere = tmp_path / "elsewhere"
+    result = itool("experiment", path, "--set", f"runs_dir={elsewhere}", "--set", "common.train_limit=6", "--dry-run")
+    assert result.exit_code == 0, result.output
+    exp = read_experiment(path, (f"runs_dir={elsewhere}", "common.train_limit=6", "runs.sft.seeds=[3]"))
+    assert exp.runs_dir == elsewhere and exp.common["train_limit"] == 6 and exp.runs["sft"].seeds == [3]
+    with pytest.raises(ItoolError, match="'title' is not a mapping"):
+        read_experiment(path, ("title.x=1",))
+    bad = itool("experiment", path, "--set", "seeds=nope")
+    assert bad.exit_code == 2 and "seeds" in bad.output and "Traceback" not in bad.output
+
+
+def test_the_evidence_config_names_real_components_with_valid_options(registry):
+    from pathlib import Path
+
+    from itool.config import build_config
+    from itool.context import RunContext
+
+    exp = read_experiment(Path(__file__).parents[3] / "experiments" / "bfcl_cpu.yaml")
+    for name, spec in exp.runs.items():
+        RunContext(build_config([exp.common, spec.config]), registry, run=None)
+    assert exp.common["train_limit"] >= 600 and ("iTool", "Warm-up") in exp.comparisons
