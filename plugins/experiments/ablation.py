@@ -27,7 +27,7 @@ from itool.errors import ItoolError, describe_validation_error
 from itool.plugins.experiments.stats import (
     ALL_SAMPLES, Summarize, by_row, compare_paired, comparison_sentence, comparison_table, summary_differences,
     summary_intervals, wilson_interval)
-from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, check_output_file, made_by_itool, read_jsonl, write_text
+from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, check_output_file, read_jsonl, write_text
 from itool.schemas import Verdict
 
 
@@ -251,16 +251,12 @@ def ensure_compare(exp: ExperimentConfig, registry: Any) -> None:
     out = exp.runs_dir / "compare"
     if (out / "compare.json").is_file():
         return
-    if made_by_itool(out):  # an interrupted comparison: its finished losses are redone with the rest
-        import shutil
-
-        shutil.rmtree(out)
     source = exp.runs_dir / run_name(spec.run, spec.seed)
     pairs_path = compare_pairs(exp)
     pairs = read_pairs(pairs_path)
     layers = [exp.common, exp.runs[spec.run].config, {"seed": spec.seed}]
     compare_losses(registry, spec.losses, pairs_path, pairs, adapters_until(source, spec.start_stage), out, layers,
-                   eval_start=spec.start_arm is None, start_label=f"{source.name} after {spec.start_stage}")
+                   eval_start=spec.start_arm is None, start_label=f"{source.name} after {spec.start_stage}", resume=True)
 
 
 def train_size_of(exp: ExperimentConfig, registry: Any) -> int | None:

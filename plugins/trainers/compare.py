@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from itool import hookimpl
 from itool.config import read_config_file
 from itool.errors import ItoolError
-from itool.rundir import CONFIG_FILE, MADE_BY_ITOOL, STATE_FILE, RunDir, read_jsonl, write_json, write_text
+from itool.rundir import CONFIG_FILE, MADE_BY_ITOOL, STATE_FILE, RunDir, made_by_itool, read_jsonl, write_json, write_text
 from itool.schemas import PreferencePair
 
 START = "start"
@@ -106,29 +106,39 @@ def plot(path: Path, summaries: dict[str, dict[str, float]], rows: list[str]) ->
 
 def compare_losses(registry: Any, names: list[str], pairs_path: Path, pairs: list[PreferencePair], adapters: list[Path],
                    out: Path, layers: list[dict[str, Any]], *, eval_start: bool = True,
-                   start_label: str | None = None) -> dict[str, Any]:
+                   start_label: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Train every loss in ``names`` from the same start on ``pairs``, evaluate each; write and return
-    the results. ``layers`` are config layers shared by every loss (model, dataset, evaluator, trainer)."""
+    the results. ``layers`` are config layers shared by every loss (model, dataset, evaluator, trainer).
+    ``resume``: ``out`` holds an interrupted comparison made by itool; finished losses are kept and a
+    stopped one continues inside its stage (hours of CPU per loss at the experiment's size)."""
     from itool.loop import Stage, evaluate, run_stage
-    from itool.session import plan_session, start_session
+    from itool.session import plan_session, resume_session, start_session
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    resuming = resume and made_by_itool(out)
+    if not resuming and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ItoolError(f"--out {out} already exists and is not empty; choose another --out")
     columns = ([START] if eval_start else []) + names
     shared = [*layers, {"runs_dir": str(out), "eval_base": False, "adapters": [str(a) for a in adapters]}]
+    made = {c for c in columns if resuming and (out / c / STATE_FILE).is_file()}
     # Every config is built and every component checked before anything is written or trained.
-    planned = {c: plan_session(registry, [*shared, {"name": c, **({} if c == START else {"loss": c})}]) for c in columns}
+    planned = {c: plan_session(registry, [*shared, {"name": c, **({} if c == START else {"loss": c})}])
+               for c in columns if c not in made}
+    sessions = {c: (lambda c=c: resume_session(registry, out / c)) if c in made else (lambda c=c: start_session(planned[c]))
+                for c in columns}
     results: dict[str, Any] = {"losses": names, "pairs": str(pairs_path), "n_pairs": len(pairs),
-                               "start": start_label, "seed": planned[columns[0]].config.seed, "eval": {}, "train": {}}
+                               "start": start_label, "seed": None, "eval": {}, "train": {}}
     out.mkdir(parents=True, exist_ok=True)
-    (out / MADE_BY_ITOOL).touch()  # an interrupted comparison may be cleared by whoever made it (itool experiment)
+    (out / MADE_BY_ITOOL).touch()  # an interrupted comparison may be continued by whoever made it (itool experiment)
     for column in columns:
-        ctx = start_session(planned.pop(column))  # one policy in memory at a time
+        ctx = sessions[column]()  # one policy in memory at a time
+        results["seed"] = ctx.config.seed
         if column != START:
             trainer, trainer_options = ctx.component("trainer")
-            run_stage(ctx, Stage("train", lambda c: trainer.obj(c, pairs, trainer_options)))
+            if not ctx.run.is_done("train"):
+                run_stage(ctx, Stage("train", lambda c: trainer.obj(c, pairs, trainer_options)))
             results["train"][column] = ctx.run.result("train")
-        run_stage(ctx, Stage("eval", evaluate))
+        if not ctx.run.is_done("eval"):
+            run_stage(ctx, Stage("eval", evaluate))
         results["eval"][column] = ctx.run.result("eval")["summary"]
         results["n_eval"] = ctx.run.result("eval")["n"]
         del ctx

@@ -148,3 +148,22 @@ def test_the_evidence_config_names_real_components_with_valid_options(registry):
     for name, spec in exp.runs.items():
         RunContext(build_config([exp.common, spec.config]), registry, run=None)
     assert exp.common["train_limit"] >= 600 and ("iTool", "Warm-up") in exp.comparisons
+
+
+def test_an_interrupted_loss_comparison_keeps_its_finished_losses(itool, tmp_path, write_experiment):
+    config = toy_experiment(tmp_path, seeds=[0], scaling=None,
+                            compare={"run": "itool", "seed": 0, "start_arm": "Warm-up",
+                                     "losses": ["toy-logistic", "simpo"]})
+    path = write_experiment(config)
+    assert itool("experiment", path).exit_code == 0
+    compare = tmp_path / "runs" / "compare"
+    first = (compare / "toy-logistic" / "calls.log").read_text()
+    (compare / "compare.json").unlink()  # as if stopped before the last loss finished
+    state = json.loads((compare / "simpo" / "state.json").read_text())
+    state["completed"].remove("eval")
+    (compare / "simpo" / "state.json").write_text(json.dumps(state))
+    result = itool("experiment", path)
+    assert result.exit_code == 0, result.output
+    assert (compare / "toy-logistic" / "calls.log").read_text() == first  # not trained or evaluated again
+    assert "eval" in json.loads((compare / "simpo" / "state.json").read_text())["completed"]
+    assert (compare / "compare.json").is_file()
