@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,10 @@ from rich.table import Table
 from itool import __version__
 from itool.config import COMPONENT_FIELDS, RunConfig, parse_option, preset_names, read_config_file, read_preset
 from itool.errors import ItoolError
+from itool import processes
 from itool.loop import StageFailed, check_stop_after, run_loop
 from itool.registry import Registry
-from itool.session import plan_session, resume_session, start_session
+from itool.session import plan_session, resume_session, runs_on_cpu, start_session
 
 
 class UserError(click.ClickException):
@@ -85,7 +88,8 @@ def component_options(func):
 def flags_layer(params: dict[str, Any]) -> dict[str, Any]:
     """The config layer made of the flags the user actually gave."""
     layer: dict[str, Any] = {}
-    for key in ("name", "runs_dir", "seed", "model", "device", "dtype", "rounds", "train_limit", "eval_limit", "eval_base"):
+    for key in ("name", "runs_dir", "seed", "model", "device", "dtype", "quantize", "rounds", "train_limit", "eval_limit",
+                "eval_base"):
         if params.get(key) is not None:
             layer[key] = params[key]
     if params.get("adapters"):
@@ -116,8 +120,14 @@ def flags_layer(params: dict[str, Any]) -> dict[str, Any]:
               help="Start from the model plus this PEFT adapter (repeatable, merged in order).")
 @click.option("--device", help="auto, cpu or cuda[:N].")
 @click.option("--dtype", help="auto, bfloat16 or float32.")
+@click.option("--quantize", type=click.Choice(["none", "4bit", "8bit"]),
+              help="Load the model quantised (bitsandbytes, CUDA only) and train LoRA on it: 4bit is QLoRA.")
+@click.option("--processes", "processes_wanted", type=click.IntRange(min=1), metavar="N",
+              help="Train data-parallel in N processes (starts them through accelerate; the same as "
+                   "`accelerate launch --multi_gpu --num_processes N -m itool run ...`).")
 @component_options
-def run(config_file: Path | None, preset: str | None, resume: Path | None, stop_after: str | None, **params: Any) -> None:
+def run(config_file: Path | None, preset: str | None, resume: Path | None, stop_after: str | None,
+        processes_wanted: int | None = None, **params: Any) -> None:
     """Run the iTool loop: warm-up, then rounds of select → search → pairs → train → evaluate.
 
     Settings come from the defaults, then --preset, then --config, then the flags. Every stage writes
@@ -134,11 +144,28 @@ def run(config_file: Path | None, preset: str | None, resume: Path | None, stop_
         layers = [read_preset(preset) if preset else {}, read_config_file(config_file) if config_file else {}]
         ctx = plan_session(registry, [*layers, flags_layer(params)])
         check_stop_after(ctx, stop_after)
+    if processes_wanted is not None and processes_wanted != processes.count():
+        if processes.several():
+            raise ItoolError(f"--processes {processes_wanted}: this run was started in {processes.count()} processes")
+        sys.exit(launch(processes_wanted))  # every setting was checked above, before any process starts
+    processes.join(cpu=runs_on_cpu(ctx.config.device))
+    if resume is None:
         start_session(ctx)
-    click.echo(f"run directory: {ctx.run.path}", err=True)
+    if processes.is_main():
+        click.echo(f"run directory: {ctx.run.path}", err=True)
     run_loop(ctx, stop_after=stop_after)
-    report = write_report(ctx.run)
-    click.echo(f"report: {report}", err=True)
+    if processes.is_main():
+        click.echo(f"report: {write_report(ctx.run)}", err=True)
+
+
+def launch(count: int) -> int:
+    """This very command in ``count`` processes, through accelerate's launcher (torchrun underneath:
+    ``--multi_gpu`` names that launcher; each process trains on the CPU when the run's device is the
+    CPU, with gloo). Returns the launcher's exit code."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(count),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "itool", *sys.argv[1:]]
+    return subprocess.run(command).returncode
 
 
 # -- itool plugins -----------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -62,6 +62,10 @@ class RunConfig(BaseModel):
     )
     device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:N]'.")
     dtype: str = Field(default="auto", description="'auto' (bf16 where it works), 'bfloat16', 'float32'.")
+    quantize: Literal["none", "4bit", "8bit"] = Field(
+        default="none",
+        description="Load the model quantised (bitsandbytes, CUDA only) and train LoRA adapters on it: "
+                    "'4bit' is QLoRA (NF4), '8bit' LLM.int8(). One switch: the loader and the trainers both read it.")
     rounds: int = Field(default=1, ge=0, le=MAX_ROUNDS, description="Reinforcement rounds after the warm-up.")
     train_limit: int | None = Field(default=32, ge=1, le=MAX_SAMPLES, description="Use at most this many train samples.")
     eval_limit: int | None = Field(default=16, ge=1, le=MAX_SAMPLES, description="Evaluate on at most this many samples.")

@@ -23,10 +23,11 @@ from rich.console import Console
 
 from itool.context import RunContext, seed_everything
 from itool.errors import ItoolError
+from itool.processes import is_main, on_main
 from itool.rundir import METRICS_FILE, RunDir, read_jsonl, write_json, write_jsonl
 from itool.schemas import EvalReport, PreferencePair, SearchTree
 
-console = Console(stderr=True)
+console = Console(stderr=True, quiet=not is_main())  # several processes: the main one speaks
 
 
 class StageFailed(ItoolError):
@@ -37,6 +38,7 @@ class StageFailed(ItoolError):
 class Stage:
     name: str
     run: Callable[[RunContext], Any]
+    every_process: bool = False  # training: data-parallel on every process; other stages: on the main one (itool.processes)
 
 
 def plan(ctx: RunContext) -> list[Stage]:
@@ -46,13 +48,13 @@ def plan(ctx: RunContext) -> list[Stage]:
     if cfg.eval_base:
         stages.append(Stage("base.eval", evaluate))
     if cfg.warmup is not None:
-        stages += [Stage("warmup", warmup), Stage("warmup.eval", evaluate)]
+        stages += [Stage("warmup", warmup, every_process=True), Stage("warmup.eval", evaluate)]
     for r in range(1, cfg.rounds + 1):
         stages += [
             Stage(f"round{r}.select", select),
             Stage(f"round{r}.search", search),
             Stage(f"round{r}.pairs", build_pairs),
-            Stage(f"round{r}.train", train),
+            Stage(f"round{r}.train", train, every_process=True),
             Stage(f"round{r}.eval", evaluate),
         ]
     return stages
@@ -69,11 +71,14 @@ def run_loop(ctx: RunContext, stop_after: str | None = None) -> None:
     check_stop_after(ctx, stop_after)
     stages = plan(ctx)
     ctx.notify("run_started")
+    done = set(on_main(lambda: ctx.run.state["completed"]))  # one view for every process of a run
     for stage in stages:
-        if ctx.run.is_done(stage.name):
+        if stage.name in done:
             console.print(f"[dim]✓ {stage.name} (already done)[/dim]")
-        else:
+        elif stage.every_process:
             run_stage(ctx, stage)
+        else:
+            on_main(lambda: run_stage(ctx, stage))
         if stage.name == stop_after:
             console.print(f"stopped after {stage.name}; continue with: itool run --resume {ctx.run.path}")
             break
@@ -83,6 +88,8 @@ def run_loop(ctx: RunContext, stop_after: str | None = None) -> None:
 def abandon_earlier_attempts(run: RunDir, stage: str) -> None:
     """Mark the metrics rows that earlier attempts left for ``stage`` with ``"abandoned": true`` (in one
     atomic rewrite): they come from attempts that did not finish the stage, which now runs again."""
+    if not is_main():
+        return
     rows = run.metrics()
     stale = [row for row in rows if row.get("stage") == stage and not row.get("abandoned")]
     if stale:

@@ -2,7 +2,8 @@
 
 Every file is written to a temporary name in the same folder and renamed into place, so a killed run
 never leaves a half-written file; a stage counts as done only once ``state.json`` says so, and that is
-written after all of the stage's outputs.
+written after all of the stage's outputs. In a run of several processes only the main one writes the
+state and the metrics (``itool.processes``); the others read them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from itool.errors import ItoolError, describe_validation_error
+from itool.processes import is_main
 
 STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
@@ -194,7 +196,8 @@ class RunDir:
         return data
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        write_json(self.path / STATE_FILE, state)
+        if is_main():
+            write_json(self.path / STATE_FILE, state)
 
     def is_done(self, stage: str) -> bool:
         return stage in self.state["completed"]
@@ -230,7 +233,10 @@ class RunDir:
     def log(self, stage: str, event: str, /, **metrics: Any) -> None:
         """Append one JSON line to metrics.jsonl. Appending a whole line is atomic enough for a log.
 
-        The bookkeeping keys (time, unix, stage, event) win over metrics of the same name."""
+        The bookkeeping keys (time, unix, stage, event) win over metrics of the same name. Only the main
+        process writes: the others' rows would be copies (every logged number is shared before it is logged)."""
+        if not is_main():
+            return
         row = {**metrics, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                "unix": time.time(), "stage": stage, "event": event}
         with open(self.path / METRICS_FILE, "a", encoding="utf-8") as fh:

@@ -7,21 +7,46 @@ block the name or to be resumed with the same mistake.
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from itool.config import build_config, changed_keys, config_data, read_config_file
-from itool.context import RunContext
+from itool.context import RunContext, quantize_argument
 from itool.errors import ItoolError
+from itool.processes import on_main
 from itool.registry import Registry
 from itool.rundir import CONFIG_FILE, RunDir
+
+
+def runs_on_cpu(device: str) -> bool:
+    """Whether a run on ``device`` ("auto", "cpu", "cuda[:N]") computes on the CPU."""
+    import torch
+
+    return device == "cpu" or not torch.cuda.is_available()
+
+
+def check_quantize(ctx: RunContext) -> None:
+    """``quantize`` needs CUDA (bitsandbytes quantises on the GPU only) and a loader that takes it."""
+    config = ctx.config
+    if config.quantize == "none":
+        return
+    if runs_on_cpu(config.device):
+        where = "this run's device is the CPU" if config.device == "cpu" else "this machine has no CUDA GPU"
+        raise ItoolError(f"quantize {config.quantize} needs a CUDA GPU (bitsandbytes) and {where}; "
+                         "train a plain LoRA with quantize none")
+    loader = ctx.resolved["loader"][0]
+    if "quantize" not in inspect.signature(loader.obj).parameters:
+        raise ItoolError(f"quantize {config.quantize}: model loader {loader.name!r} cannot load a quantised model "
+                         "(it takes no quantize argument)")
 
 
 def check_components(ctx: RunContext) -> None:
     """Call each configured component's ``check`` (registered with ``check=``): device, dtype, model and
     data files are verified without loading weights or training anything."""
     config = ctx.config
+    check_quantize(ctx)
     for found in ctx.resolved.values():
         if found is None or found[0].attrs.get("check") is None:
             continue
@@ -29,7 +54,7 @@ def check_components(ctx: RunContext) -> None:
         check = component.attrs["check"]
         try:
             if component.kind == "model":
-                check(config.model, opts, device=config.device, dtype=config.dtype)
+                check(config.model, opts, device=config.device, dtype=config.dtype, **quantize_argument(config))
             else:
                 check(opts)
         except ItoolError:
@@ -51,8 +76,10 @@ def plan_session(registry: Registry, layers: list[dict[str, Any]], *,
 
 
 def start_session(ctx: RunContext) -> RunContext:
-    """Create the planned run's directory, with its config.yaml (also recorded in state.json)."""
-    ctx.run = RunDir.create(ctx.config.runs_dir, ctx.config.name, config_data(ctx.config))
+    """Create the planned run's directory, with its config.yaml (also recorded in state.json). In a run
+    of several processes the main one creates it, once every process has checked the plan."""
+    path = on_main(lambda: RunDir.create(ctx.config.runs_dir, ctx.config.name, config_data(ctx.config)).path)
+    ctx.run = RunDir(path)
     return ctx
 
 

@@ -24,6 +24,7 @@ from typing import Any, Sequence, TypeVar
 
 import torch
 
+from itool.processes import is_main
 from itool.rundir import atomic_path
 
 IGNORE_INDEX = -100
@@ -145,7 +146,7 @@ def add_lora(model: Any, *, seed: int, r: int = 8, alpha: int = 16, dropout: flo
     re-run in a fresh process starts from the same adapter whatever ran before it."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if getattr(model, "is_loaded_in_4bit", False):
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout,
                         target_modules=target_modules)
@@ -155,8 +156,10 @@ def add_lora(model: Any, *, seed: int, r: int = 8, alpha: int = 16, dropout: flo
 
 
 def save_and_merge(policy: Any, peft_model: Any, path: Path) -> None:
-    """Save the adapter at ``path`` in PEFT format (atomically), then merge it into ``policy.model``."""
-    with atomic_path(Path(path)) as tmp:
-        peft_model.save_pretrained(tmp)
+    """Save the adapter at ``path`` in PEFT format (atomically; the main process of a run of several),
+    then merge it into ``policy.model``."""
+    if is_main():
+        with atomic_path(Path(path)) as tmp:
+            peft_model.save_pretrained(tmp)
     policy.model = peft_model.merge_and_unload()
     policy.model.eval()

@@ -186,7 +186,8 @@ def converted_default_model(opts: TransformersLoaderOptions) -> Path:
 
 
 # -- the loader -----------------------------------------------------------------------------------------
-def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dtype: str = "auto") -> TransformersPolicy:
+def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dtype: str = "auto",
+         quantize: str = "none") -> TransformersPolicy:
     """Hugging Face causal LM (local path or hub id; default: SmolLM2-135M-Instruct from its GGUF)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -194,15 +195,19 @@ def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dt
     from itool.plugins.models.grouped_attention import use_grouped_attention
     from itool.plugins.models.small_batch_linear import use_small_batch_linear
 
-    check(spec, opts, device=device, dtype=dtype)
+    check(spec, opts, device=device, dtype=dtype, quantize=quantize)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     quantization = None
-    if opts.load_in_4bit:
+    if opts.load_in_4bit or quantize == "4bit":
         from transformers import BitsAndBytesConfig
 
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                           bnb_4bit_compute_dtype=torch_dtype)
+    elif quantize == "8bit":
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(load_in_8bit=True)
     source = converted_default_model(opts) if spec == DEFAULT_ALIAS else spec
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -229,7 +234,7 @@ def _looks_like_path(spec: str) -> bool:
 
 
 # -- the early check --------------------------------------------------------------------------------------
-def check(spec: str, opts: TransformersLoaderOptions, *, device: str, dtype: str) -> None:
+def check(spec: str, opts: TransformersLoaderOptions, *, device: str, dtype: str, quantize: str = "none") -> None:
     """Refuse, in one line and without loading weights, what ``load`` would fail on later: an unknown or
     unavailable device, a bad dtype or one the device cannot compute in, 4-bit loading off CUDA, and a
     model that is neither the bundled alias, a local model folder, nor a hub id this machine can get."""
@@ -240,9 +245,10 @@ def check(spec: str, opts: TransformersLoaderOptions, *, device: str, dtype: str
     if torch_dtype == torch.bfloat16 and torch_device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ItoolError(f"this GPU ({torch.cuda.get_device_name(torch_device)}) cannot compute in bfloat16: "
                          "use dtype 'float32' or 'float16'")
-    if opts.load_in_4bit and torch_device.type != "cuda":
+    quantized = opts.load_in_4bit or quantize != "none"  # quantize: the run's --quantize (4bit, 8bit)
+    if quantized and torch_device.type != "cuda":
         raise ItoolError("load_in_4bit (QLoRA) needs a CUDA device; on CPU train a plain LoRA instead")
-    if opts.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+    if quantized and importlib.util.find_spec("bitsandbytes") is None:
         raise ItoolError("load_in_4bit (QLoRA) needs the package bitsandbytes: pip install bitsandbytes")
     if spec == DEFAULT_ALIAS:
         bundled_gguf()

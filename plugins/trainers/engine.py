@@ -4,13 +4,21 @@ The Trainer (accelerate underneath) owns the optimisation: AdamW with linear war
 accumulation, clipping, mixed precision, gradient checkpointing, reporters (TensorBoard by default) and
 resumable checkpoints. What stays here is what the Trainer cannot know:
 
-- **The order.** The examples arrive already laid out (epochs, curriculum buckets); a sequential sampler
-  reads them as given, so nothing is shuffled across buckets and a resumed run skips exactly the
-  micro-batches it already did.
+- **The order.** The examples arrive already laid out (epochs, curriculum buckets); micro-batches are
+  read from that order as given, so nothing is shuffled across buckets and a resumed run skips exactly
+  the micro-batches it already did.
+- **Several processes.** ``batch_size`` is the whole micro-batch, whatever the number of processes:
+  each process trains on its contiguous share of it (:class:`ProcessShare`), the gradients are
+  averaged, and every loss is scaled so that the average is the one-process gradient. N processes
+  therefore train what one does with the same options (up to float rounding). A process whose share
+  is empty (a last micro-batch shorter than the processes) still joins the gradient exchange with a
+  zero loss. Step metrics, running totals and the reference log-probs are shared, and only the main
+  process writes (``itool.processes``).
 - **The loss.** A subclass computes the loss of some examples (completion log-probs, a loss plugin).
   Each example has a *weight* (SFT: its answer tokens; preference: 1 per pair); a micro-batch's loss is
-  the sum of its examples' losses divided by the whole optimiser step's weight, so gradient accumulation
-  and a short last step weigh every example as one big batch would.
+  the sum of its examples' losses divided by the whole optimiser step's weight (over every process),
+  so gradient accumulation weighs every example as one big batch would, and a short last step (fewer
+  micro-batches) counts as a full step, as the Trainer does: it is the mean over its own examples.
 - **The token cap.** A micro-batch whose padded size would pass ``max_tokens`` runs as several
   forward/backward passes (memory: 8 × 1024 tokens with gradients needed over 24 GB); by the weighting
   above the parts add up to the gradient of the whole micro-batch.
@@ -23,8 +31,10 @@ resumable checkpoints. What stays here is what the Trainer cannot know:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import shutil
 import time
 from collections import defaultdict
@@ -32,10 +42,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
-from torch.utils.data import SequentialSampler
+from torch.utils.data import DataLoader, Sampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 
+from itool import processes
 from itool.components import PreferenceBatch
 from itool.plugins.trainers.engine_options import EngineOptions
 from itool.plugins.trainers.lora import forward_pairs, pair_lengths, pair_tokens
@@ -69,6 +80,29 @@ def rows_batch(rows: list[int]) -> dict[str, torch.Tensor]:
     return {"rows": torch.tensor(rows, dtype=torch.long)}
 
 
+class ProcessShare(Sampler):
+    """This process's share of each micro-batch, in order. Micro-batch k is positions
+    ``[k·batch_size, (k+1)·batch_size)`` of the laid-out order, cut into ``processes`` contiguous parts
+    of near-equal size; this process reads part ``index``, which is empty when the micro-batch has fewer
+    examples than there are processes. Every process reads as many micro-batches, so all take their
+    optimiser steps together.
+
+    Not accelerate's sharding of a sampler: that fills a short last micro-batch with repeated examples."""
+
+    def __init__(self, n_examples: int, batch_size: int, processes: int, index: int):
+        self.n_examples, self.batch_size, self.processes, self.index = n_examples, batch_size, processes, index
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_examples / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for start in range(0, self.n_examples, self.batch_size):
+            size = min(self.batch_size, self.n_examples - start)
+            share, extra = divmod(size, self.processes)
+            first = start + self.index * share + min(self.index, extra)
+            yield list(range(first, first + share + (self.index < extra)))
+
+
 class ExampleTrainer(Trainer):
     """A Trainer over ``n`` examples that the subclass holds, read in their given order.
 
@@ -80,11 +114,11 @@ class ExampleTrainer(Trainer):
 
     loss_is_scaled_for_ga = True  # compute_loss divides by the optimiser step's weight itself
 
-    def __init__(self, *, model: Any, args: TrainingArguments, n_examples: int, max_tokens: int | None,
-                 callbacks: list[TrainerCallback] | None = None):
+    def __init__(self, *, model: Any, args: TrainingArguments, n_examples: int, batch_size: int,
+                 max_tokens: int | None, callbacks: list[TrainerCallback] | None = None):
         super().__init__(model=model, args=args, train_dataset=range(n_examples), data_collator=rows_batch,
                          callbacks=callbacks)
-        self.max_tokens = max_tokens
+        self.batch_size, self.max_tokens = batch_size, max_tokens
         self.totals: dict[str, float] = defaultdict(float)
         self._step_sums: dict[str, float] = defaultdict(float)
         self.remove_callback(ProgressCallback)
@@ -108,33 +142,55 @@ class ExampleTrainer(Trainer):
             self._step_sums[key] += float(value)
 
     # -- the Trainer's hooks ----------------------------------------------------------------------------
-    def _get_train_sampler(self, train_dataset: Any = None) -> SequentialSampler:
-        return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+    def get_train_dataloader(self) -> DataLoader:
+        share = ProcessShare(len(self.train_dataset), self.batch_size, self.args.world_size, self.args.process_index)
+        return DataLoader(self.train_dataset, batch_sampler=share, collate_fn=rows_batch)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: Any) -> float:
-        """The weight of the whole optimiser step, which every micro-batch's loss is divided by."""
-        return sum(self.example_weight(row) for batch in batch_samples for row in batch["rows"].tolist())
+        """The weight of the whole optimiser step (on every process), which every micro-batch's loss is divided by."""
+        return sum(processes.gathered(
+            sum(self.example_weight(row) for batch in batch_samples for row in batch["rows"].tolist())))
 
     def training_step(self, model: Any, inputs: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> torch.Tensor:
-        """One forward/backward pass per part of the micro-batch that fits the token cap."""
+        """One forward/backward pass per part of the micro-batch that fits the token cap. With several
+        processes the gradients are exchanged once per micro-batch, after its last part (the others run
+        under ``no_sync``), and a process with no examples in it still takes part, with a zero loss."""
         batch = inputs["rows"]
-        losses = [super(ExampleTrainer, self).training_step(
-                      model, {"rows": torch.tensor(part), "batch": batch}, num_items_in_batch)
-                  for part in token_parts(batch.tolist(), self.example_tokens, self.max_tokens)]
+        parts = list(token_parts(batch.tolist(), self.example_tokens, self.max_tokens)) or [[]]
+        losses = []
+        for number, part in enumerate(parts, start=1):
+            exchange = contextlib.nullcontext() if number == len(parts) else self.accelerator.no_sync(model)
+            with exchange:
+                losses.append(super().training_step(
+                    model, {"rows": torch.tensor(part, dtype=torch.long), "batch": batch}, num_items_in_batch))
         return torch.stack(losses).sum()
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> torch.Tensor:
-        return self.part_loss(model, inputs["rows"].tolist(), inputs["batch"].tolist()) / num_items_in_batch
+        """The part's share of the step loss. Times the number of processes, as the Trainer does: the
+        gradient exchange averages over processes, and the step's loss is their sum."""
+        part = inputs["rows"].tolist()
+        if not part:
+            return self.zero_loss(model)
+        loss = self.part_loss(model, part, inputs["batch"].tolist()) / num_items_in_batch
+        return loss * self.accelerator.num_processes
+
+    def zero_loss(self, model: Any) -> torch.Tensor:
+        """A zero through every trainable weight (one token's forward pass): the backward pass of a
+        process without examples, which the gradient exchange waits for."""
+        token = torch.zeros((1, 1), dtype=torch.long, device=self.args.device)
+        return model(input_ids=token, logits_to_keep=1).logits.sum() * 0.0
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         return 0  # the inputs are positions, not token ids: nothing to estimate from
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._step_sums.get("n"):
-            count = self._step_sums.pop("n")
-            logs.update({key: value / count for key, value in self._step_sums.items()})
+        if "loss" in logs:  # a step's row (on every process at once): its metrics over every process's examples
+            sums = processes.summed(self._step_sums)
             self._step_sums.clear()
+            count = sums.pop("n", 0)
+            if count:
+                logs.update({key: value / count for key, value in sums.items()})
         super().log(logs, start_time)
 
 
@@ -253,10 +309,12 @@ class CompleteCheckpoints(TrainerCallback):
             control.should_save = True
 
     def on_save(self, args, state, control, **kwargs):
+        """After every process saved its part (RNG state); the totals are the sum over processes."""
         self.last_save = time.monotonic()
+        totals = processes.summed(self.trainer.totals)
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            write_json(folder / COMPLETE, {"plan": self.plan, "totals": dict(self.trainer.totals)})
+            write_json(folder / COMPLETE, {"plan": self.plan, "totals": totals})
 
 
 def plan_key(opts: EngineOptions, *parts: Any) -> str:
@@ -283,14 +341,16 @@ def training_arguments(ctx: Any, opts: EngineOptions, *, lr: float, batch_size: 
                        warmup_ratio: float, total_steps: int, seed: int) -> TrainingArguments:
     """The Trainer's settings for one stage: AdamW (no weight decay) with ``round(warmup_ratio × steps)``
     linear warm-up steps then linear decay to 0, clipping at 1, one log row per step, checkpoints in the
-    stage folder, seeds from the stage seed."""
+    stage folder, seeds from the stage seed. On a quantised policy (``--quantize``: QLoRA) the AdamW is
+    bitsandbytes' paged one, as in QLoRA: the same update, its state paged out under memory spikes."""
     policy = ctx.policy
     precision = opts.mixed_precision
     if precision == "auto":
         precision = "bf16" if policy.dtype == torch.bfloat16 else "no"
     return TrainingArguments(
         output_dir=str(ctx.stage_dir / CHECKPOINTS),
-        per_device_train_batch_size=batch_size, gradient_accumulation_steps=grad_accum, num_train_epochs=1,
+        per_device_train_batch_size=math.ceil(batch_size / processes.count()), gradient_accumulation_steps=grad_accum,
+        num_train_epochs=1, optim="adamw_torch" if ctx.config.quantize == "none" else "paged_adamw_32bit",
         learning_rate=lr, lr_scheduler_type="linear", warmup_steps=round(warmup_ratio * total_steps),
         weight_decay=0.0, max_grad_norm=1.0,
         logging_steps=1, report_to=[r for r in opts.report_to if r != TENSORBOARD] or "none",
@@ -300,6 +360,7 @@ def training_arguments(ctx: Any, opts: EngineOptions, *, lr: float, batch_size: 
         bf16=precision == "bf16", fp16=precision == "fp16",
         activation_checkpointing=opts.gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
         dataloader_pin_memory=False, remove_unused_columns=False, label_names=[],
+        ddp_find_unused_parameters=False,  # every trainable (LoRA) weight is in every forward pass
     )
 
 
@@ -308,22 +369,25 @@ def fit(ctx: Any, trainer: ExampleTrainer, opts: EngineOptions, plan: str, event
     Returns the step rows of the whole training (those before a resumed checkpoint included)."""
     trainer.add_callback(StageLog(ctx, event))
     trainer.add_callback(CompleteCheckpoints(trainer, plan, opts.checkpoint_minutes))
-    if TENSORBOARD in opts.report_to:
+    if TENSORBOARD in opts.report_to and processes.is_main():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
         trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(ctx.stage_dir / TENSORBOARD))))
-    resume = last_checkpoint(Path(trainer.args.output_dir), plan)
+    resume = processes.on_main(lambda: last_checkpoint(Path(trainer.args.output_dir), plan))
     if resume is not None:
-        marker = json.loads((resume / COMPLETE).read_text(encoding="utf-8"))
-        trainer.totals.update(marker["totals"])
+        if processes.is_main():  # the totals are sums over processes: kept once, whatever the number now
+            trainer.totals.update(json.loads((resume / COMPLETE).read_text(encoding="utf-8"))["totals"])
         ctx.log("resume", checkpoint=resume.name)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     trainer.model.eval()
+    trainer.totals = processes.summed(trainer.totals)
     return [row for row in trainer.state.log_history if "loss" in row]
 
 
 def finish(ctx: Any, policy: Any, peft_model: Any) -> None:
-    """Save the stage's adapter and merge it into the policy; the checkpoints that led there go."""
+    """Save the stage's adapter (the main process) and merge it into the policy (every process); the
+    checkpoints that led there go."""
     save_and_merge(policy, peft_model, ctx.stage_dir / "adapter")
-    shutil.rmtree(ctx.stage_dir / CHECKPOINTS, ignore_errors=True)
+    if processes.is_main():
+        shutil.rmtree(ctx.stage_dir / CHECKPOINTS, ignore_errors=True)

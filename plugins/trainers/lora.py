@@ -6,6 +6,7 @@ mixed precision). Each pair's chosen and rejected answers go through the policy 
 A loss registered with ``needs_reference`` also gets the reference log-probs: the same sums under the
 policy as it is before this round, computed once with the adapter disabled (no second model copy) and
 cached in the stage folder, so a re-run of the stage reuses them. Reference-free losses never run that pass.
+In a run of several processes the main process computes them and shares them with the others.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
-from itool import hookimpl
+from itool import hookimpl, processes
 from itool.errors import ItoolError
 from itool.plugins.trainers.engine_options import EngineOptions
 from itool.rundir import atomic_path
@@ -45,23 +46,6 @@ class LoRATrainerOptions(EngineOptions):
         0.0, ge=0, lt=1,
         description="LoRA dropout. 0 keeps the policy equal to the reference at step 0 (log-ratios start at 0).")
     max_length: int = Field(1024, ge=8, description="Longer prompt+answer sequences lose the prompt's oldest tokens.")
-    load_in_4bit: bool = Field(
-        False, description="QLoRA: train on a 4-bit base (CUDA + bitsandbytes; load the policy with "
-                           "--loader-opt load_in_4bit=true).")
-
-
-def check_quantisation(ctx: Any, opts: LoRATrainerOptions) -> None:
-    """QLoRA needs CUDA and a policy loaded in 4 bit; say so in one line otherwise (before loading a model)."""
-    if not opts.load_in_4bit:
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ItoolError("trainer.options.load_in_4bit: QLoRA needs a CUDA GPU and none is available; "
-                         "train a plain LoRA with load_in_4bit=false")
-    if not getattr(ctx.policy.model, "is_loaded_in_4bit", False):
-        raise ItoolError("trainer.options.load_in_4bit: the policy is not loaded in 4 bit; "
-                         "also set --loader-opt load_in_4bit=true")
 
 
 def encode_pairs(tokenizer: Any, pairs: list[PreferencePair], max_length: int) -> tuple[list[tuple], int]:
@@ -116,7 +100,7 @@ def reference_logps(ctx: Any, peft_model: Any, encoded: list[tuple], batch_size:
                                        policy.tokenizer.pad_token_id, policy.device)
             chosen.append(c)
             rejected.append(r)
-    chosen, rejected = torch.cat(chosen), torch.cat(rejected)
+    chosen, rejected = torch.cat(chosen).cpu(), torch.cat(rejected).cpu()  # cpu: cached, and sent to other processes
     with atomic_path(path) as tmp:
         torch.save({"key": key, "chosen": chosen, "rejected": rejected}, tmp)
     ctx.log("reference_logps", pairs=len(encoded), cached=False)
@@ -143,7 +127,8 @@ def epoch_rows(totals: dict[str, float]) -> list[dict[str, Any]]:
 
 
 def train(ctx: Any, pairs: list[PreferencePair], opts: LoRATrainerOptions) -> dict[str, Any]:
-    """Preference optimisation with LoRA (QLoRA on CUDA) and the configured loss, on ``transformers.Trainer``."""
+    """Preference optimisation with LoRA (QLoRA with ``--quantize 4bit``) and the configured loss, on
+    ``transformers.Trainer``."""
     import math
 
     from itool.plugins.trainers.engine import (
@@ -152,7 +137,6 @@ def train(ctx: Any, pairs: list[PreferencePair], opts: LoRATrainerOptions) -> di
     from itool.plugins.training import add_lora, shuffled_epochs
 
     loss, loss_opts = ctx.component("loss")
-    check_quantisation(ctx, opts)
     policy = ctx.policy
     encoded, dropped = encode_pairs(policy.tokenizer, pairs, opts.max_length)
     if not encoded:
@@ -161,7 +145,7 @@ def train(ctx: Any, pairs: list[PreferencePair], opts: LoRATrainerOptions) -> di
     peft_model = add_lora(policy.model, seed=seed, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout)
     reference, reference_status = None, "none"
     if loss.attrs.get("needs_reference"):
-        *reference, cached = reference_logps(ctx, peft_model, encoded, opts.batch_size)
+        *reference, cached = processes.on_main(lambda: reference_logps(ctx, peft_model, encoded, opts.batch_size))
         reference_status = "cached" if cached else "computed"
 
     n = len(encoded)
@@ -170,7 +154,8 @@ def train(ctx: Any, pairs: list[PreferencePair], opts: LoRATrainerOptions) -> di
     args = training_arguments(ctx, opts, lr=opts.lr, batch_size=opts.batch_size, grad_accum=opts.grad_accum,
                               warmup_ratio=opts.warmup_ratio, total_steps=total_steps, seed=seed)
     trainer = PreferenceTrainer(
-        model=peft_model, args=args, max_tokens=opts.micro_batch_tokens, encoded=encoded, order=order,
+        model=peft_model, args=args, batch_size=opts.batch_size, max_tokens=opts.micro_batch_tokens,
+        encoded=encoded, order=order,
         reference=reference, loss=loss, loss_opts=loss_opts, pad_id=policy.tokenizer.pad_token_id)
     plan = plan_key(opts, loss.name, loss_opts.model_dump(), encoded, order)
     history = fit(ctx, trainer, opts, plan, event="step")

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from itool import hookimpl
+from itool import hookimpl, processes
 from itool.context import stable_subset
 from itool.plugins.datasets.buckets import BUCKETS, bucket
 from itool.plugins.trainers.engine_options import EngineOptions
@@ -86,14 +86,14 @@ def train_sft(ctx: Any, samples: list[Sample], opts: WarmupOptions, *, curriculu
     order = training_order(examples, opts.epochs, seed, curriculum=curriculum)
     encoded = [(*encode_pair(policy.tokenizer, e.prompt, e.target, opts.max_length), e.stage) for e in order]
 
-    before = heldout_loss(ctx, opts)
+    before = processes.on_main(lambda: heldout_loss(ctx, opts))
     ctx.log("heldout", loss=before, when="before")
     peft_model = add_lora(policy.model, seed=seed, r=opts.lora_r, alpha=opts.lora_alpha, dropout=opts.lora_dropout)
     total_steps = math.ceil(math.ceil(len(order) / opts.batch_size) / opts.grad_accum)
     args = training_arguments(ctx, opts, lr=opts.lr, batch_size=opts.batch_size, grad_accum=opts.grad_accum,
                               warmup_ratio=opts.warmup_ratio, total_steps=total_steps, seed=seed)
-    trainer = CompletionTrainer(model=peft_model, args=args, max_tokens=opts.micro_batch_tokens, encoded=encoded,
-                                pad_id=policy.tokenizer.pad_token_id)
+    trainer = CompletionTrainer(model=peft_model, args=args, batch_size=opts.batch_size,
+                                max_tokens=opts.micro_batch_tokens, encoded=encoded, pad_id=policy.tokenizer.pad_token_id)
     history = fit(ctx, trainer, opts, plan_key(opts, curriculum, encoded), event="train_step")
     totals = trainer.totals
     stage_losses = {f"train_loss_{s}": totals[f"{s}.nll"] / totals[f"{s}.tokens"] for s in BUCKETS
@@ -103,7 +103,7 @@ def train_sft(ctx: Any, samples: list[Sample], opts: WarmupOptions, *, curriculu
             ctx.log("train_bucket", bucket=stage, loss=stage_losses[f"train_loss_{stage}"],
                     tokens=int(totals[f"{stage}.tokens"]))
     finish(ctx, policy, peft_model)
-    after = heldout_loss(ctx, opts)
+    after = processes.on_main(lambda: heldout_loss(ctx, opts))
     ctx.log("heldout", loss=after, when="after")
     return {
         "heldout_loss_before": before,

@@ -129,6 +129,12 @@ CASES = [
     (RUN + ["--device", "tpu"], "tpu"),
     (RUN + ["--device", "cuda:7"], "cuda"),
     (RUN + ["--dtype", "float8"], "float8"),
+    (RUN + ["--quantize", "4bit", "--device", "cpu"], "quantize 4bit needs a CUDA GPU (bitsandbytes)"),
+    (RUN + ["--quantize", "8bit", "--device", "cpu"], "quantize 8bit needs a CUDA GPU (bitsandbytes)"),
+    (RUN + ["--quantize", "2bit"], "'2bit' is not one of 'none', '4bit', '8bit'"),
+    # several processes: refused before any process starts
+    (RUN + ["--processes", "0"], "0 is not in the range x>=1"),
+    (RUN + ["--processes", "2", "--loss", "simpoo"], "did you mean 'simpo'"),
     (RUN + ["--model", "./no/such/model"], "model not found"),
     (RUN + ["--model", "afile"], "is a file"),
     (RUN + ["--model", "not a model!"], "is neither the alias"),

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from types import SimpleNamespace
+
+from itool import hookimpl
 from itool.config import RunConfig, build_config, changed_keys, config_data, parse_option, read_config_file, read_preset
+from itool.context import RunContext
 from itool.errors import ItoolError
+from itool.registry import Registry
+from itool.rundir import RunDir
+from itool.session import check_components
 
 
 def test_defaults_are_the_paper_pipeline_on_the_default_model():
@@ -120,3 +127,46 @@ def test_config_round_trips_through_its_saved_yaml(tmp_path):
     run = RunDir.create(tmp_path, "r", config_data(config))
     assert build_config([read_config_file(run.path / "config.yaml")]) == config
     assert isinstance(config, RunConfig)
+
+
+class RecordingLoader:
+    """Test-only model loaders that note the keywords they are called with: one that takes the
+    ``quantize`` switch and one written before it existed."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    @hookimpl
+    def register_models(self, register):
+        def load(spec, opts, *, device, dtype, quantize="none"):
+            self.calls.append({"quantize": quantize})
+            return SimpleNamespace(model=None, tokenizer=None)
+
+        def load_plain(spec, opts, *, device, dtype):
+            return SimpleNamespace(model=None, tokenizer=None)
+
+        register("recording", load)
+        register("plain", load_plain)
+
+
+def test_quantize_is_one_setting_the_model_loader_receives(tmp_path, monkeypatch):
+    import torch
+
+    recorder = RecordingLoader()
+    registry = Registry(extra_modules=[recorder])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # where --quantize can run
+
+    def context(**settings) -> RunContext:
+        config = build_config([{"runs_dir": str(tmp_path), "name": "-".join(settings.values()), **settings}])
+        return RunContext(config, registry, RunDir.create(config.runs_dir, config.name))
+
+    for quantize in ("none", "4bit", "8bit"):
+        context(loader="recording", quantize=quantize).policy  # noqa: B018 - loading is what is tested
+    assert recorder.calls == [{"quantize": "none"}, {"quantize": "4bit"}, {"quantize": "8bit"}]
+    assert build_config([{"quantize": "4bit"}]).quantize == "4bit"
+    assert config_data(build_config([]))["quantize"] == "none"  # recorded in every run's config.yaml
+
+    context(loader="plain", quantize="none").policy  # noqa: B018 - a loader without the switch loads as before
+    plain = context(loader="plain", quantize="4bit")
+    with pytest.raises(ItoolError, match="model loader 'plain' cannot load a quantised model"):
+        check_components(plain)

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from itool.errors import ItoolError
-from itool.plugins.trainers.engine import COMPLETE, last_checkpoint, plan_key, token_parts
+from itool.plugins.trainers.engine import (
+    COMPLETE, ProcessShare, last_checkpoint, plan_key, token_parts, training_arguments,
+)
 from itool.plugins.trainers.engine_options import EngineOptions
 
 
@@ -17,6 +19,26 @@ def test_parts_stay_within_the_token_cap_and_keep_the_order():
     # padded size = rows × longest: [a, b] is 6, adding c would be 15; c alone is 5, [c, d] 10 > 7
     assert parts == [["a", "b"], ["c"], ["d"], ["e"]]  # e alone is over the cap: it still runs
     assert list(token_parts(list(sizes), sizes.get, max_tokens=None)) == [list(sizes)]
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3, 4])
+def test_the_processes_share_each_micro_batch_in_order_and_step_together(processes):
+    shares = [list(ProcessShare(7, 3, processes, index)) for index in range(processes)]
+    # micro-batches [0,1,2] [3,4,5] [6]: every process reads three, together they read each one whole
+    assert all(len(share) == 3 for share in shares)
+    for k, whole in enumerate([[0, 1, 2], [3, 4, 5], [6]]):
+        assert [row for share in shares for row in share[k]] == whole
+    if processes == 2:
+        assert shares == [[[0, 1], [3, 4], [6]], [[2], [5], []]]  # a share may be empty: it still steps
+
+
+@pytest.mark.parametrize("quantize,optimiser", [("none", "adamw_torch"), ("4bit", "paged_adamw_32bit")])
+def test_the_trainer_reads_the_runs_quantize_switch(make_ctx, shared_policy, quantize, optimiser):
+    ctx = make_ctx(quantize=quantize)
+    ctx.policy = shared_policy
+    args = training_arguments(ctx, EngineOptions(), lr=1e-4, batch_size=4, grad_accum=1, warmup_ratio=0.1,
+                              total_steps=10, seed=0)
+    assert args.optim == optimiser  # QLoRA trains with the paged AdamW
 
 
 def checkpoint(folder, step: int, plan: str, complete: bool = True):

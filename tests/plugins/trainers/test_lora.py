@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from itool.components import PreferenceBatch
-from itool.errors import ItoolError
 from itool.plugins.training import score_completions
 
 # Small enough for a default test on 2 cores: the prompt keeps its last tokens (question and answer start).
@@ -127,12 +126,3 @@ def test_a_rerun_of_the_stage_reuses_the_cached_reference(make_ctx, make_bfcl_pa
     assert len(forwards) == 2
     torch.testing.assert_close(first[:2], second[:2])
     torch.testing.assert_close(other[0], first[0][:1])
-
-
-def test_qlora_on_a_machine_without_cuda_is_one_clear_error(make_ctx, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    ctx = make_ctx(trainer={"name": "lora", "options": {"load_in_4bit": True}})
-    trainer, opts = ctx.component("trainer")
-    with pytest.raises(ItoolError, match="QLoRA needs a CUDA GPU"):
-        trainer.obj(ctx, [], opts)
-    assert "policy" not in vars(ctx)  # said before spending time on loading a model
