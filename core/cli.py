@@ -133,7 +133,7 @@ def run(config_file: Path | None, preset: str | None, resume: Path | None, stop_
     Settings come from the defaults, then --preset, then --config, then the flags. Every stage writes
     into runs/<name>/, and an interrupted run continues with --resume runs/<name>.
     """
-    from itool.report import write_report  # matplotlib: imported only when a run happens
+    from itool.report import evaluator_summary, write_report  # matplotlib: imported only when a run happens
 
     registry = get_registry()
     if resume is not None:
@@ -155,7 +155,7 @@ def run(config_file: Path | None, preset: str | None, resume: Path | None, stop_
         click.echo(f"run directory: {ctx.run.path}", err=True)
     run_loop(ctx, stop_after=stop_after)
     if processes.is_main():
-        click.echo(f"report: {write_report(ctx.run)}", err=True)
+        click.echo(f"report: {write_report(ctx.run, evaluator_summary(ctx))}", err=True)
 
 
 def launch(count: int) -> int:

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from itool import hookimpl
 from itool.errors import ItoolError, describe_validation_error
 from itool.plugins.experiments.stats import (
-    ALL_SAMPLES, Summarize, by_row, compare_paired, comparison_sentence, comparison_table, summary_differences,
-    summary_intervals, wilson_interval)
+    ALL_SAMPLES, by_row, compare_paired, comparison_sentence, comparison_table, summary_differences)
+from itool.report import Summarize, summary_intervals, wilson_interval
 from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, check_output_file, read_jsonl, write_text
 from itool.schemas import Verdict
 
@@ -212,7 +212,7 @@ def ensure_run(registry: Any, layers: list[dict[str, Any]]) -> RunDir:
     """Run (or finish) the run these layers describe; a finished one is left as it is."""
     from itool.config import build_config, changed_keys, config_data, read_config_file
     from itool.loop import plan, run_loop
-    from itool.report import write_report
+    from itool.report import evaluator_summary, write_report
     from itool.session import new_session, resume_session
 
     config = build_config(layers)
@@ -227,7 +227,7 @@ def ensure_run(registry: Any, layers: list[dict[str, Any]]) -> RunDir:
         ctx = new_session(registry, layers)
     if not all(ctx.run.is_done(stage.name) for stage in plan(ctx)):
         run_loop(ctx)
-        write_report(ctx.run)
+        write_report(ctx.run, evaluator_summary(ctx))
     run = ctx.run
     del ctx
     gc.collect()  # one policy in memory at a time

@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
+from itool.report import Summarize, SummaryRow, percentile_interval, stratified_draws, summary_bootstrap
 from itool.schemas import Verdict
 
-Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 ALL_SAMPLES = "all samples"  # the unweighted share of samples, not BFCL's weighted overall
 
 Verdicts = dict[str, tuple[str, bool]]  # sample id -> (category, valid)
-
-
-def wilson_interval(right: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a proportion: unlike the normal approximation it stays inside [0, 1]
-    and does not collapse to a point at 0/n or n/n, which small category rows often are."""
-    if n == 0:
-        return 0.0, 1.0
-    share = right / n
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def mcnemar_exact_p(b: int, c: int) -> float:
@@ -127,55 +115,6 @@ def comparison_sentence(rows: list[PairedRow], name_a: str, name_b: str) -> str:
     real = [r.row for r in rows if r.real and r.row != ALL_SAMPLES]
     said += (f" Real on the rows: {', '.join(real)}." if real else " No category row differs beyond its interval.")
     return said
-
-
-# -- the evaluator's summary rows (BFCL's weighted aggregates) -----------------------------------
-Summarize = Callable[[list[Verdict]], dict[str, float]]
-
-
-def stratified_draws(categories: list[str], resamples: int, seed: int = 0) -> np.ndarray:
-    """(resamples, n) sample indices, each row resampling every category within itself: the test subset
-    is stratified by category, so each resample keeps its category sizes (and BFCL's weights)."""
-    rng = np.random.default_rng(seed)
-    draws = np.empty((resamples, len(categories)), dtype=np.int64)
-    positions: dict[str, list[int]] = {}
-    for index, category in enumerate(categories):
-        positions.setdefault(category, []).append(index)
-    for members in positions.values():
-        members_arr = np.asarray(members)
-        draws[:, members_arr] = members_arr[rng.integers(0, len(members), (resamples, len(members)))]
-    return draws
-
-
-def summary_bootstrap(verdicts: list[Verdict], summarize: Summarize, draws: np.ndarray) -> dict[str, np.ndarray]:
-    """row -> the row's value on every resample (``draws`` index ``verdicts``)."""
-    values: dict[str, list[float]] = {}
-    for draw in draws:
-        for row, value in summarize([verdicts[i] for i in draw]).items():
-            values.setdefault(row, []).append(value)
-    return {row: np.asarray(v) for row, v in values.items() if len(v) == len(draws)}
-
-
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-@dataclass(frozen=True)
-class SummaryRow:
-    row: str
-    value: float
-    low: float
-    high: float
-
-
-def summary_intervals(verdicts: list[Verdict], summarize: Summarize, resamples: int = 1000,
-                      seed: int = 0) -> list[SummaryRow]:
-    """Every summary row of one arm with a 95% stratified-bootstrap interval."""
-    point = summarize(verdicts)
-    spread = summary_bootstrap(verdicts, summarize, stratified_draws([v.category for v in verdicts], resamples, seed))
-    return [SummaryRow(row, value, *percentile_interval(spread[row])) for row, value in point.items() if row in spread]
 
 
 def summary_differences(a: list[Verdict], b: list[Verdict], summarize: Summarize, resamples: int = 1000,

@@ -9,18 +9,8 @@ import pytest
 
 import loop_plugins
 from itool.plugins.experiments.stats import (
-    ALL_SAMPLES, compare_paired, comparison_sentence, mcnemar_exact_p, paired_bootstrap, stratified_draws,
-    summary_differences, summary_intervals, wilson_interval)
+    ALL_SAMPLES, compare_paired, comparison_sentence, mcnemar_exact_p, paired_bootstrap, summary_differences)
 from itool.schemas import Verdict
-
-
-@pytest.mark.parametrize("right, n, low, high", [
-    (0, 10, 0.0, 0.2775),   # upper = z²/n / (1 + z²/n) by hand, z = 1.95996
-    (10, 10, 0.7225, 1.0),
-    (5, 10, 0.2366, 0.7634),
-])
-def test_wilson_interval_matches_hand_computed_values(right, n, low, high):
-    assert wilson_interval(right, n) == pytest.approx((low, high), abs=1e-4)
 
 
 def test_mcnemar_exact_p_is_the_two_sided_binomial_test_on_discordant_pairs():
@@ -134,22 +124,6 @@ def summary_of(verdicts, opts=None):
 
 def verdict_objects(flags, category, start=0):
     return [Verdict(sample_id=f"s{start + i}", category=category, valid=flag) for i, flag in enumerate(flags)]
-
-
-def test_stratified_draws_resample_each_category_within_itself():
-    categories = ["a"] * 5 + ["b"] * 3
-    draws = stratified_draws(categories, 200, seed=1)
-    assert draws.shape == (200, 8)
-    assert set(draws[:, :5].ravel()) <= set(range(5)) and set(draws[:, 5:].ravel()) <= {5, 6, 7}
-    assert (draws == stratified_draws(categories, 200, seed=1)).all()
-
-
-def test_an_aggregate_row_gets_a_bootstrap_interval_around_its_value():
-    verdicts = verdict_objects([True] * 30 + [False] * 10, "big") + verdict_objects([True] * 2 + [False] * 8, "small", 40)
-    (row,) = summary_intervals(verdicts, summary_of, resamples=500)
-    assert row.row == "macro" and row.value == pytest.approx((0.75 + 0.2) / 2)
-    assert row.low < row.value < row.high
-    assert 0.2 < row.high - row.low < 0.5  # the 10-sample category dominates the spread
 
 
 def test_a_paired_aggregate_difference_is_zero_for_identical_arms_and_clear_for_a_real_gain():
