@@ -44,6 +44,14 @@ def register_models(register):
 
 
 @hookspec
+def model_loaded(model):
+    """A model loader has just loaded ``model`` (a torch module in eval mode, on its device, in its dtype).
+    A plugin may change it in place for faster inference on some hardware (other kernels, another
+    attention function), provided it computes the same results; what it returns is ignored. This is how
+    an opt-in package speeds up a loader's models without the loader naming it."""
+
+
+@hookspec
 def register_backends(register):
     """Generation backends: ``factory(policy, opts) -> GenerationBackend``."""
 

@@ -10,6 +10,10 @@ copy (written atomically: a killed first run leaves no half cache); later loads 
 AVX512-BF16 or AMX) and float32 elsewhere. The environment variable ``ITOOL_AUTO_DTYPE=bfloat16|float32``
 overrides that pick, so one machine can run the code (and the test suite) both ways; an explicit dtype
 is never overridden.
+
+Every loaded model is handed to the ``model_loaded`` hook of the installed plugins, which may swap in
+faster kernels (the opt-in package ``packages/itool-cpu-kernels`` does, for float32 on a CPU); with none
+installed the model runs transformers' own code.
 """
 
 from __future__ import annotations
@@ -192,8 +196,7 @@ def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dt
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from itool.plugins.models.grouped_attention import use_grouped_attention
-    from itool.plugins.models.small_batch_linear import use_small_batch_linear
+    from itool.cli import get_registry
 
     check(spec, opts, device=device, dtype=dtype, quantize=quantize)
     torch_device = resolve_device(device)
@@ -220,8 +223,7 @@ def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dt
     if quantization is None:
         model.to(torch_device)
     model.eval()
-    use_grouped_attention(model)
-    use_small_batch_linear(model)
+    get_registry().pm.hook.model_loaded(model=model)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

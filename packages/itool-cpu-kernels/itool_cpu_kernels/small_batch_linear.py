@@ -1,7 +1,7 @@
 """Linear layers that decode a few rows at a time faster on the CPU (imported lazily).
 
 At inference on 1–48 CPU float32 rows the layer runs ``small_linear`` from
-:mod:`itool.plugins.models.cpu_kernels` (why: see there). Each output sums its products in the same
+:mod:`itool_cpu_kernels.cpu_kernels` (why: see there). Each output sums its products in the same
 order whatever the number of rows, so a sequence decodes to the same numbers alone or in a batch; they
 differ from MKL's by float rounding (about 1e-5). Training (gradients enabled), other devices and dtypes,
 more rows (a prefill, where MKL is efficient), or no compiled kernels: the stock layer runs.
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from itool.plugins.models.cpu_kernels import library
+from itool_cpu_kernels.cpu_kernels import library
 
 ROWS = range(1, 49)  # rows the kernel takes; more rows run the stock layer
 

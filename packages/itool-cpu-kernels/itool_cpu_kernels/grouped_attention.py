@@ -8,7 +8,7 @@ SmolLM2 has 9 query heads over 3 key/value heads.
   1.1 GB written per forward pass). ``scaled_dot_product_attention(enable_gqa=True)`` reads the shared
   heads in place.
 - One new position per sequence (decoding) on the CPU in float32: the compiled ``decode_attention``
-  kernel (:mod:`itool.plugins.models.cpu_kernels`) reads each key/value head once for its query heads
+  kernel (:mod:`itool_cpu_kernels.cpu_kernels`) reads each key/value head once for its query heads
   and skips padding.
 
 With gradients enabled (training), with dropout, a position bias, a soft cap or attention sinks, and
@@ -25,7 +25,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from itool.plugins.models.cpu_kernels import library
+from itool_cpu_kernels.cpu_kernels import library
 
 NAME = "itool_grouped_sdpa"
 _CHANGES_ATTENTION = ("position_bias", "softcap", "s_aux", "sinks")  # arguments only the stock function honours

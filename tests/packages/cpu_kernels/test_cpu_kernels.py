@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from itool.plugins.models.cpu_kernels import library
-from itool.plugins.models.grouped_attention import decode_attention
-from itool.plugins.models.small_batch_linear import SmallBatchLinear
+from itool_cpu_kernels.cpu_kernels import library
+from itool_cpu_kernels.grouped_attention import decode_attention
+from itool_cpu_kernels.small_batch_linear import SmallBatchLinear
 
 
 def test_the_kernels_build_on_this_machine():

@@ -1,4 +1,4 @@
-"""Small-batch linear layers: the loader switches the model to them, they compute what nn.Linear does,
+"""Small-batch linear layers: the plugin switches a loaded model to them, they compute what nn.Linear does,
 and where the compiled kernel does not apply they are the stock layer."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from itool.plugins.models.small_batch_linear import SmallBatchLinear, use_small_batch_linear
+from itool_cpu_kernels.small_batch_linear import SmallBatchLinear, use_small_batch_linear
 
 
 def fast_copy(stock: torch.nn.Linear) -> torch.nn.Linear:
@@ -16,8 +16,8 @@ def fast_copy(stock: torch.nn.Linear) -> torch.nn.Linear:
     return fast
 
 
-def test_the_loaded_model_uses_them(shared_policy):
-    layers = [m for m in shared_policy.model.modules() if isinstance(m, torch.nn.Linear)]
+def test_the_loaded_model_uses_them(kernel_policy):
+    layers = [m for m in kernel_policy.model.modules() if isinstance(m, torch.nn.Linear)]
     assert layers and all(isinstance(m, SmallBatchLinear) for m in layers)
 
 
