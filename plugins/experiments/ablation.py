@@ -433,6 +433,25 @@ def loss_comparisons(exp: ExperimentConfig, results: dict[str, tuple], out: Path
     return lines
 
 
+def progress_lines(exp: ExperimentConfig, registry: Any) -> list[str]:
+    """Where the experiment stands while it runs: the runs not yet complete, with their finished stages."""
+    from itool.config import build_config, read_config_file
+    from itool.context import RunContext
+    from itool.loop import plan
+
+    waiting = []
+    for name, *_ in planned_runs(exp):
+        state = _state(exp.runs_dir / name)
+        if state is None:
+            waiting.append(f"{name} (not started)")
+            continue
+        config = build_config([read_config_file(exp.runs_dir / name / CONFIG_FILE)])
+        stages = [stage.name for stage in plan(RunContext(config, registry, run=None))]
+        if not all(stage in state["completed"] for stage in stages):
+            waiting.append(f"{name} ({len(state['completed'])} of {len(stages)} stages done)")
+    return [f"In progress: {'; '.join(waiting)}. Continue with the regenerate command above."] if waiting else []
+
+
 def seeds_table(exp: ExperimentConfig) -> list[str]:
     """Where arms ran on several seeds: the headline row per seed."""
     by_arm = {arm.name: arm_summaries(exp, arm) for arm in exp.arms}
@@ -626,7 +645,8 @@ def write_results(exp: ExperimentConfig, command: str, train_size: int | None) -
     figures.mkdir(parents=True, exist_ok=True)
     from itool.cli import get_registry
 
-    results = arms_with_results(exp, get_registry())
+    registry = get_registry()
+    results = arms_with_results(exp, registry)
     table, numbers = arms_table(results)
     aggregates = [row for row in dict.fromkeys(
         row for _, verdicts, summarize in results.values() if summarize
@@ -639,7 +659,8 @@ def write_results(exp: ExperimentConfig, command: str, train_size: int | None) -
              "Accuracy in % on the same held-out samples [95% interval]. Aggregate rows (BFCL's weighted rows, "
              "first) have a stratified bootstrap interval (samples resampled within each category, "
              f"{RESAMPLES} resamples); category rows and *{ALL_SAMPLES}* (the unweighted share answered "
-             "right) a Wilson score interval. n: samples in the row (blank for aggregates).", "", *table, ""]
+             "right) a Wilson score interval. n: samples in the row (blank for aggregates).", "",
+             *(table if results else ["No arm has finished yet."]), "", *progress_lines(exp, registry), ""]
     if numbers and aggregates:
         plot_arms(figures / "arms.png", numbers, aggregates)
         lines += [f"![arms]({figures.name}/arms.png)", ""]

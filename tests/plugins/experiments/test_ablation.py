@@ -167,3 +167,16 @@ def test_an_interrupted_loss_comparison_keeps_its_finished_losses(itool, tmp_pat
     assert (compare / "toy-logistic" / "calls.log").read_text() == first  # not trained or evaluated again
     assert "eval" in json.loads((compare / "simpo" / "state.json").read_text())["completed"]
     assert (compare / "compare.json").is_file()
+
+
+def test_a_report_written_mid_experiment_says_which_runs_are_unfinished(itool, tmp_path, write_experiment):
+    path = write_experiment(toy_experiment(tmp_path, seeds=[0], scaling=None, compare=None))
+    assert itool("experiment", path).exit_code == 0
+    assert "In progress" not in (tmp_path / "docs" / "results.md").read_text()
+    state_file = tmp_path / "runs" / "sft-s0" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["completed"].remove("warmup.eval")
+    state_file.write_text(json.dumps(state))
+    assert itool("experiment", path, "--report-only").exit_code == 0
+    report = (tmp_path / "docs" / "results.md").read_text()
+    assert "In progress: sft-s0 (1 of 2 stages done)." in report
