@@ -26,7 +26,7 @@ from itool import hookimpl
 from itool.errors import ItoolError, describe_validation_error
 from itool.plugins.experiments.stats import (
     ALL_SAMPLES, by_row, compare_paired, comparison_sentence, comparison_table, summary_differences)
-from itool.report import Summarize, summary_intervals, wilson_interval
+from itool.report import Summarize, evaluator_summary, summary_intervals, wilson_interval
 from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, check_output_file, read_jsonl, write_text
 from itool.schemas import Verdict
 
@@ -212,7 +212,7 @@ def ensure_run(registry: Any, layers: list[dict[str, Any]]) -> RunDir:
     """Run (or finish) the run these layers describe; a finished one is left as it is."""
     from itool.config import build_config, changed_keys, config_data, read_config_file
     from itool.loop import plan, run_loop
-    from itool.report import evaluator_summary, write_report
+    from itool.report import write_report
     from itool.session import new_session, resume_session
 
     config = build_config(layers)
@@ -302,17 +302,12 @@ def verdict_list(exp: ExperimentConfig, arm: ArmSpec, seed: int) -> list[Verdict
 
 
 def summarizer(exp: ExperimentConfig, arm: ArmSpec, seed: int, registry: Any) -> Summarize | None:
-    """The summary rows of a verdict list, computed as the arm's evaluator computes them (its
-    ``summarize=`` registration with the run's evaluator options); None if the evaluator offers none."""
+    """The summary rows of a verdict list as the arm's evaluator computes them, with the run's options."""
     from itool.config import build_config, read_config_file
+    from itool.context import RunContext
 
     config = build_config([read_config_file(exp.runs_dir / run_name(arm.run, seed) / CONFIG_FILE)])
-    component = registry.get("evaluator", config.evaluator.name)
-    summarize = component.attrs.get("summarize")
-    if summarize is None:
-        return None
-    opts = component.parse_options(config.evaluator.options)
-    return lambda verdicts: summarize(verdicts, opts)
+    return evaluator_summary(RunContext(config, registry, run=None))
 
 
 def headline_rows(summary: dict[str, float], verdicts: list[Verdict]) -> list[str]:
