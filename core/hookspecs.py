@@ -53,7 +53,13 @@ def model_loaded(model):
 
 @hookspec
 def register_backends(register):
-    """Generation backends: ``factory(policy, opts) -> GenerationBackend``."""
+    """Generation backends: ``factory(policy, opts) -> GenerationBackend``.
+
+    Register with ``follows_policy=`` false, or a function of the options returning false, when the
+    backend goes on serving the weights it started with after training changes the policy (a server
+    it does not control): a run that trains (a warm-up or rounds) is then refused before it starts,
+    while ``itool eval`` and ``itool annotate`` still use it. A backend that follows implements
+    ``policy_updated``; one that declares nothing is taken to follow (it reads ``policy.model``)."""
 
 
 @hookspec
@@ -175,6 +181,13 @@ def stage_started(ctx, stage):
 def stage_finished(ctx, stage, result):
     """Stage ``stage`` wrote its outputs and returned ``result`` (the dict recorded in state.json,
     with its ``seconds``); it is marked done right after this hook."""
+
+
+@hookspec
+def policy_updated(ctx, adapter_dir):
+    """A training stage (the warm-up, a round's training) finished and merged the adapter it saved in
+    ``adapter_dir`` into ``ctx.policy``: a backend that serves the policy from elsewhere (a server)
+    loads the new weights here. Called after the stage is marked done."""
 
 
 @hookspec

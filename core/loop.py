@@ -8,7 +8,8 @@ so the resumed run writes what an unbroken one would; the rows the interrupted a
 metrics.jsonl stay, marked ``"abandoned": true``.
 
 Plugins follow the run through the lifecycle hooks of ``itool.hookspecs`` (``run_started``,
-``stage_started``, ``stage_finished``, ``stage_failed``, ``run_finished``, ``log_event``).
+``stage_started``, ``stage_finished``, ``stage_failed``, ``run_finished``, ``log_event``), and a backend
+follows the policy through ``policy_updated``, called after each stage that saved an adapter.
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
     console.print(f"[green]✓ {stage.name}[/green] {result['seconds']:.1f}s  {_short(result)}")
 
 
+    if adapter.exists():
+        ctx.notify("policy_updated", adapter_dir=adapter)
 def _short(result: dict[str, Any]) -> str:
     """One line for the console: scalar results, plus the headline row of an evaluation."""
     shown = {k: v for k, v in result.items() if k != "seconds" and not isinstance(v, (dict, list))}

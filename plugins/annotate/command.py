@@ -62,12 +62,16 @@ def path_samples(trees, samples: list[Sample], world: World) -> list[Sample]:
 @click.option("--search-opt", "search_opts", multiple=True, metavar="KEY=VALUE", help="Search option (repeatable).")
 @click.option("--dataset-opt", "dataset_opts", multiple=True, metavar="KEY=VALUE",
               help="Option of the bfcl dataset (default categories=[multi_turn_base]).")
+@click.option("--backend", default=None, help="Generation backend (default: transformers; openai for a served model).")
+@click.option("--backend-opt", "backend_opts", multiple=True, metavar="KEY=VALUE",
+              help="Backend option (repeatable; see `itool plugins backend NAME`).")
 @click.option("--seed", type=int, default=None, help="Random seed (default: 0).")
 @click.option("--device", default=None, help="auto, cpu or cuda[:N].")
 @click.option("--dtype", default=None, help="auto, bfloat16 or float32.")
 def annotate_command(search: str, environment: str, out: Path, limit: int | None, model: str | None, split: str,
                      run_dir: Path | None, search_opts: tuple[str, ...], dataset_opts: tuple[str, ...],
-                     seed: int | None, device: str | None, dtype: str | None) -> None:
+                     seed: int | None, device: str | None, dtype: str | None, backend: str | None,
+                     backend_opts: tuple[str, ...]) -> None:
     """Annotate tool-use paths with an agent search (DFSDT) in an executable environment."""
     from itool.cli import get_registry
     from itool.session import plan_session, start_session
@@ -85,6 +89,9 @@ def annotate_command(search: str, environment: str, out: Path, limit: int | None
                                                 **dict(parse_option(o, "--dataset-opt") for o in dataset_opts)}},
     }
     layer.update({k: v for k, v in {"model": model, "device": device, "dtype": dtype, "seed": seed}.items() if v is not None})
+    if backend or backend_opts:
+        layer["backend"] = {**({"name": backend} if backend else {}),
+                            "options": dict(parse_option(o, "--backend-opt") for o in backend_opts)}
     registry = get_registry()
     if "environment" not in registry.get("search", search).options.model_fields:
         raise ItoolError(f"search {search!r} does not run tools in an environment; use dfsdt or react")
