@@ -130,11 +130,11 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
     ctx.log("end", **result)
     adapter = ctx.stage_dir / "adapter"
     ctx.run.complete(stage.name, result, adapter=adapter if adapter.exists() else None)
+    if adapter.exists():
+        ctx.notify("policy_updated", adapter_dir=adapter)
     console.print(f"[green]✓ {stage.name}[/green] {result['seconds']:.1f}s  {_short(result)}")
 
 
-    if adapter.exists():
-        ctx.notify("policy_updated", adapter_dir=adapter)
 def _short(result: dict[str, Any]) -> str:
     """One line for the console: scalar results, plus the headline row of an evaluation."""
     shown = {k: v for k, v in result.items() if k != "seconds" and not isinstance(v, (dict, list))}
