@@ -3,9 +3,10 @@
 Each stage calls the component configured for it, writes its outputs into its own folder and is then
 marked complete in the state file. A resumed run skips completed stages and reads what later stages
 need back from disk, so nothing is repeated and nothing is lost. A stage that was interrupted runs
-again with the same seed (from scratch, or from a checkpoint its component left in the stage folder),
-so the resumed run writes what an unbroken one would; the rows the interrupted attempt left in
-metrics.jsonl stay, marked ``"abandoned": true``.
+again with the same seed (from scratch, from a checkpoint its component left in the stage folder, or,
+for evaluation and search, from the chunks of samples it journaled: :func:`in_chunks`), so the resumed
+run writes what an unbroken one would; the rows the interrupted attempt left in metrics.jsonl stay,
+marked ``"abandoned": true``.
 
 Plugins follow the run through the lifecycle hooks of ``itool.hookspecs`` (``run_started``,
 ``stage_started``, ``stage_finished``, ``stage_failed``, ``run_finished``, ``log_event``), and a backend
@@ -17,16 +18,18 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
+from tqdm.auto import tqdm
 
 from itool.context import RunContext, seed_everything
 from itool.errors import ItoolError
 from itool.processes import is_main, on_main
 from itool.rundir import METRICS_FILE, RunDir, read_jsonl, write_json, write_jsonl
-from itool.schemas import EvalReport, PreferencePair, SearchTree
+from itool.schemas import EvalReport, PreferencePair, Sample, SearchTree, Verdict
 
 console = Console(stderr=True, quiet=not is_main())  # several processes: the main one speaks
 
@@ -147,13 +150,64 @@ def _round_stage(ctx: RunContext, step: str) -> str:
     return f"{ctx.stage.split('.')[0]}.{step}"
 
 
+# -- long stages, in chunks ---------------------------------------------------------------------------
+# Samples per chunk of a long stage; a kill loses at most the chunk in progress. Evaluation: one full
+# decode batch of the transformers backend (48 rows), so chunking costs no batching. Search: PUCT batches
+# the requests of all samples of a chunk into each wave; 32 samples at width 3 give 96 rows, two full
+# batches, and enough rows to fill a batch still in later simulations, when fewer leaves are open.
+EVAL_CHUNK = 48
+SEARCH_CHUNK = 32
+
+
+@contextmanager
+def in_chunks(ctx: RunContext, name: str, samples: list[Sample], size: int,
+              work: Callable[[list[Sample]], list[Any]]) -> Iterator[list[Any]]:
+    """Run ``work`` on ``samples`` in fixed chunks of ``size``, in order, and yield the rows of all
+    chunks (as JSON values) for the stage to write its outputs from.
+
+    Each finished chunk is kept in the stage's journal ``name``; a chunk an earlier attempt at the stage
+    finished is not done again. Each chunk runs with the random streams seeded from the stage seed and
+    the chunk's index, so it draws what it draws in an unbroken run. The journal is deleted once the
+    stage's outputs are written (when the ``with`` block ends without an error)."""
+    chunks = [samples[start: start + size] for start in range(0, len(samples), size)]
+    journal = ctx.journal(name, plan=[[s.id for s in chunk] for chunk in chunks])
+    kept = [i for i in range(len(chunks)) if str(i) in journal]
+    if kept:
+        ctx.log("resume", chunks_kept=len(kept), samples_kept=sum(len(chunks[i]) for i in kept), of=len(samples))
+    with tqdm(total=len(samples), initial=sum(len(chunks[i]) for i in kept), desc=ctx.stage, unit="sample",
+              disable=not samples) as bar:
+        for index, chunk in enumerate(chunks):
+            if index in kept:
+                continue
+            started = time.perf_counter()
+            seed_everything(ctx.stage_seed(f"{ctx.stage}/chunk{index}"))
+            journal.record(str(index), work(chunk))
+            ctx.log("chunk", chunk=index, samples=len(chunk), seconds=round(time.perf_counter() - started, 3))
+            bar.update(len(chunk))
+    yield [row for index in range(len(chunks)) for row in journal.pieces[str(index)]]
+    journal.remove()
+
+
 # -- stages -----------------------------------------------------------------------------------------
 def evaluate(ctx: RunContext) -> dict[str, Any]:
+    """Verdicts chunk by chunk when the evaluator can summarise a list of verdicts (``summarize=`` in its
+    registration), so that an interrupted evaluation resumes from its last finished chunk; otherwise in
+    one call."""
     evaluator, opts = ctx.component("evaluator")
-    report: EvalReport = evaluator.obj(ctx, ctx.samples("test"), opts)
-    write_jsonl(ctx.stage_dir / "verdicts.jsonl", report.verdicts)
-    write_json(ctx.stage_dir / "summary.json", report.summary)
-    return {"summary": report.summary, "n": len(report.verdicts)}
+    samples = ctx.samples("test")
+    summarize = evaluator.attrs.get("summarize")
+    if summarize is None:
+        report: EvalReport = evaluator.obj(ctx, samples, opts)
+        return _write_evaluation(ctx, report.verdicts, report.summary)
+    with in_chunks(ctx, "verdicts", samples, EVAL_CHUNK, lambda chunk: evaluator.obj(ctx, chunk, opts).verdicts) as rows:
+        verdicts = [Verdict.model_validate(row) for row in rows]
+        return _write_evaluation(ctx, verdicts, summarize(verdicts, opts))
+
+
+def _write_evaluation(ctx: RunContext, verdicts: list[Verdict], summary: dict[str, Any]) -> dict[str, Any]:
+    write_jsonl(ctx.stage_dir / "verdicts.jsonl", verdicts)
+    write_json(ctx.stage_dir / "summary.json", summary)
+    return {"summary": summary, "n": len(verdicts)}
 
 
 def warmup(ctx: RunContext) -> dict[str, Any]:
@@ -172,8 +226,9 @@ def search(ctx: RunContext) -> dict[str, Any]:
     ids = json.loads((ctx.run.path / _round_stage(ctx, "select") / "selected.json").read_text())
     by_id = {s.id: s for s in ctx.samples("train")}
     searcher, opts = ctx.component("search")
-    trees: list[SearchTree] = searcher.obj(ctx, [by_id[i] for i in ids], opts)
-    write_jsonl(ctx.stage_dir / "trees.jsonl", trees)
+    with in_chunks(ctx, "trees", [by_id[i] for i in ids], SEARCH_CHUNK, lambda chunk: searcher.obj(ctx, chunk, opts)) as rows:
+        trees = [SearchTree.model_validate(row) for row in rows]
+        write_jsonl(ctx.stage_dir / "trees.jsonl", trees)
     return {"trees": len(trees), "nodes": sum(len(t.nodes) for t in trees)}
 
 

@@ -93,9 +93,14 @@ def evaluate(ctx: Any, samples: list[Sample], opts: BfclEvalOptions) -> EvalRepo
         ]
     }
     verdicts = [by_id[s.id] for s in samples]
-    return EvalReport(verdicts=verdicts, summary=summarize(verdicts, opts.scoring))
+    return EvalReport(verdicts=verdicts, summary=summarize_verdicts(verdicts, opts))
+
+
+def summarize_verdicts(verdicts: list[Verdict], opts: BfclEvalOptions) -> dict[str, float]:
+    """The summary rows of any list of verdicts: the loop evaluates in chunks and summarises them all."""
+    return summarize(verdicts, opts.scoring)
 
 
 @hookimpl
 def register_evaluators(register):
-    register("bfcl", evaluate, options=BfclEvalOptions)
+    register("bfcl", evaluate, options=BfclEvalOptions, summarize=summarize_verdicts)

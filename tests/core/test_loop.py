@@ -105,7 +105,7 @@ def test_a_crash_mid_stage_keeps_earlier_stages_and_resume_reruns_only_that_stag
     marked = {(m["stage"], m["event"], m["attempt"]) for m in rows if m.get("abandoned")}
     assert marked == {("round1.search", "start", 1), ("round1.search", "error", 1)}
     search_rows = [(m["event"], m["attempt"]) for m in rows if m["stage"] == "round1.search" and not m.get("abandoned")]
-    assert search_rows == [("start", 2), ("end", 2)]
+    assert search_rows == [("start", 2), ("chunk", 2), ("end", 2)]  # its one chunk of samples done anew
 
 
 def test_resume_uses_the_saved_config_only(itool, tmp_path):
