@@ -305,7 +305,9 @@ class CompleteCheckpoints(TrainerCallback):
         self.last_save = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.minutes and args.save_strategy != "no" and time.monotonic() - self.last_save >= 60 * self.minutes:
+        """The main process's clock decides, so that every process saves at the same step."""
+        if self.minutes and args.save_strategy != "no" and processes.on_main(
+                lambda: time.monotonic() - self.last_save >= 60 * self.minutes):
             control.should_save = True
 
     def on_save(self, args, state, control, **kwargs):

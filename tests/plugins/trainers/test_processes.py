@@ -9,7 +9,8 @@ search and evaluator of ``process_plugins``, which need no generation. The sizes
 the split happen: warm-up micro-batches of 3 examples over 2 processes (shares of 2 and 1), a last
 micro-batch of 2 in a last optimiser step that has 1 of its 2 micro-batches; preference micro-batches
 of 3 pairs, each pair its own forward pass (``micro_batch_tokens: 1``), and a last micro-batch of one
-pair, which leaves the second process nothing to train on. DPO: reference log-probs are shared."""
+pair, which leaves the second process nothing to train on, and a checkpoint after every step (saved by
+both processes together, marked by the main one). DPO: reference log-probs are shared."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ CONFIG = {
         "batch_size": 3, "grad_accum": 2, "epochs": 2, "lora_dropout": 0.0, "max_length": 32, "eval_samples": 1,
         "report_to": []}},
     "trainer": {"name": "lora", "options": {
-        "batch_size": 3, "epochs": 1, "micro_batch_tokens": 1, "max_length": 32, "report_to": []}},
+        "batch_size": 3, "epochs": 1, "micro_batch_tokens": 1, "max_length": 32, "report_to": [],
+        "checkpoint_steps": 1}},
 }
 MAIN_ONLY = ["warmup.eval", "round1.select", "round1.search", "round1.pairs", "round1.eval"]
 
@@ -107,3 +109,4 @@ def test_other_stages_run_once_on_the_main_process_which_alone_writes(runs):
     assert starts == ends  # the resumed launch went on at round1.select in both processes
     reference = [row for row in rows(runs / "two") if row["event"] == "reference_logps"]
     assert [row["cached"] for row in reference] == [False]
+    assert not (runs / "two" / "round1.train" / "checkpoints").exists()  # saved at each step, deleted at the end
