@@ -7,7 +7,7 @@ import pytest
 
 from itool.report import stratified_draws, summary_intervals, wilson_interval, write_report
 from itool.rundir import RunDir, write_json, write_jsonl
-from itool.schemas import Verdict
+from toy_verdicts import summary_of, verdict_objects
 
 
 @pytest.mark.parametrize("right, n, low, high", [
@@ -17,18 +17,6 @@ from itool.schemas import Verdict
 ])
 def test_wilson_interval_matches_hand_computed_values(right, n, low, high):
     assert wilson_interval(right, n) == pytest.approx((low, high), abs=1e-4)
-
-
-def summary_of(verdicts, opts=None):
-    """A weighted aggregate as BFCL's are: the mean of the category accuracies, whatever their sizes."""
-    by_category = {}
-    for v in verdicts:
-        by_category.setdefault(v.category, []).append(v.valid)
-    return {"macro": sum(sum(x) / len(x) for x in by_category.values()) / len(by_category)}
-
-
-def verdict_objects(flags, category, start=0):
-    return [Verdict(sample_id=f"s{start + i}", category=category, valid=flag) for i, flag in enumerate(flags)]
 
 
 def test_stratified_draws_resample_each_category_within_itself():

@@ -10,7 +10,7 @@ import pytest
 import loop_plugins
 from itool.plugins.experiments.stats import (
     ALL_SAMPLES, compare_paired, comparison_sentence, mcnemar_exact_p, paired_bootstrap, summary_differences)
-from itool.schemas import Verdict
+from toy_verdicts import summary_of, verdict_objects
 
 
 def test_mcnemar_exact_p_is_the_two_sided_binomial_test_on_discordant_pairs():
@@ -112,18 +112,6 @@ def test_comparisons_must_name_arms(itool, tmp_path, write_experiment):
     assert result.exit_code == 2
     assert "comparisons name unknown arm 'iTool' (arms: Base, SFT)" in result.output
     assert "Traceback" not in result.output
-
-
-def summary_of(verdicts, opts=None):
-    """A weighted aggregate as BFCL's are: the mean of the category accuracies, whatever their sizes."""
-    by_category = {}
-    for v in verdicts:
-        by_category.setdefault(v.category, []).append(v.valid)
-    return {"macro": sum(sum(x) / len(x) for x in by_category.values()) / len(by_category)}
-
-
-def verdict_objects(flags, category, start=0):
-    return [Verdict(sample_id=f"s{start + i}", category=category, valid=flag) for i, flag in enumerate(flags)]
 
 
 def test_a_paired_aggregate_difference_is_zero_for_identical_arms_and_clear_for_a_real_gain():
