@@ -328,21 +328,26 @@ def test_itool_run_with_training_is_refused_for_a_server_the_backend_cannot_rest
 
 @pytest.mark.slow
 def test_itool_annotate_with_a_served_annotator(registry, tmp_path):
-    """A multi-turn BFCL prompt is ~6-7k tokens: a server with an 8k context, ~40 s per model call here."""
+    """A multi-turn BFCL prompt with all its tools is 6-7k tokens; the retriever's two tools per turn keep
+    it small enough for a 4k context and for llama-cpp-python's slow log-probs."""
     from itool.cli import cli
 
-    big = LlamaServer(tmp_path / "server.log", n_ctx=8192)
+    registry.add_commands(cli)
+    big = LlamaServer(tmp_path / "server.log", n_ctx=4096)
     try:
         result = CliRunner().invoke(cli, [
             "annotate", "--search", "dfsdt", "--limit", "1", "--out", str(tmp_path / "paths.jsonl"),
             "--run-dir", str(tmp_path / "run"), "--search-opt", "max_queries=2", "--search-opt", "max_new_tokens=24",
-            *served(big)])
+            "--search-opt", "retriever=minilm", "--search-opt", "top_k=2", *served(big)])
+        time.sleep(0.5)  # the access log line follows the answer
+        answered = big.completions_answered()
     finally:
         big.kill()
     assert result.exit_code == 0, result.output
     assert "pass rate" in result.output
     trees = (tmp_path / "run" / "annotate" / "trees.jsonl").read_text().splitlines()
     assert len(trees) == 1 and json.loads(trees[0])["meta"]["queries"] >= 1
+    assert answered >= 2 + json.loads(trees[0])["meta"]["queries"]  # the probes, then every model call
 
 
 @pytest.mark.slow
