@@ -35,7 +35,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -275,8 +274,7 @@ class OpenAIBackend:
         self.opts = opts
         self.client = _Client(opts)
         self.launched: LaunchedServer | None = None
-        self.lock = threading.Lock()
-        self.turn = 0
+        self.turn = 0  # where the next request's server comes in the rotation
         if opts.launch:
             self.launched = LaunchedServer(opts)
             self.servers = [self.launched.start(policy)]
@@ -296,25 +294,21 @@ class OpenAIBackend:
         self.client.close()
 
     # -- requests ---------------------------------------------------------------------------------------
-    def _next_server(self) -> Server:
-        with self.lock:
-            server = self.servers[self.turn % len(self.servers)]
-            self.turn += 1
-        return server
-
-    def _complete(self, payload: dict[str, Any]) -> list[_Choice]:
-        server = self._next_server()
+    def _complete(self, server: Server, payload: dict[str, Any]) -> list[_Choice]:
         url = f"{server.url}/v1/completions"
         answer = _parse(_Completion, self.client.request("POST", url, {
             **self.opts.extra_body, "model": server.model, **payload}), url)
         return sorted(answer.choices, key=lambda c: c.index)
 
     def _run(self, payloads: list[dict[str, Any]]) -> list[list[_Choice]]:
-        """All requests at once, at most ``concurrency`` in flight; the first failure cancels the rest."""
+        """All requests at once, at most ``concurrency`` in flight, dealt to the servers in turn (the same
+        request to the same server, run after run); the first failure cancels the rest."""
+        servers = [self.servers[(self.turn + k) % len(self.servers)] for k in range(len(payloads))]
+        self.turn += len(payloads)
         if len(payloads) <= 1:
-            return [self._complete(p) for p in payloads]
+            return [self._complete(s, p) for s, p in zip(servers, payloads)]
         with ThreadPoolExecutor(max_workers=min(self.opts.concurrency, len(payloads))) as pool:
-            futures = [pool.submit(self._complete, p) for p in payloads]
+            futures = [pool.submit(self._complete, s, p) for s, p in zip(servers, payloads)]
             try:
                 return [f.result() for f in futures]
             except BaseException:
