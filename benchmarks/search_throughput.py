@@ -38,6 +38,7 @@ def make_ctx(args: argparse.Namespace, runs_dir: str, backend: str = "transforme
              backend_options: dict | None = None) -> RunContext:
     config = build_config([{
         "runs_dir": runs_dir, "name": f"bench-{backend}", "model": args.model, "train_limit": args.samples,
+        "warmup": "none", "rounds": 0,  # a search alone: nothing trains, so a server it does not control serves it
         "reward": args.reward, "adapters": [args.adapter] if args.adapter else [],
         "dataset": {"name": "bfcl", "options": {"categories": args.categories.split(",")}},
         "backend": {"name": backend, "options": backend_options or {}},
