@@ -141,8 +141,8 @@ def end_to_end(out: Path, smoke: bool, device: str, timeout: float) -> dict:
         state = json.loads(state_file.read_text())
         results = state.get("results", {})
         result["stage_seconds"] = {stage: round(r.get("seconds", 0), 1) for stage, r in results.items()}
-        result["eval_overall"] = {stage: r["summary"].get("Overall") for stage, r in results.items()
-                                  if isinstance(r.get("summary"), dict)}
+        result["eval_overall"] = {stage: {k: v for k, v in r["summary"].items() if k.lower() in ("overall", "accuracy")}
+                                  for stage, r in results.items() if isinstance(r.get("summary"), dict)}
     if peak_file.is_file():
         result["peak_gib"] = json.loads(peak_file.read_text())["peak_gib"]
     if returncode != 0:
@@ -178,7 +178,7 @@ def markdown(report: dict) -> str:
     lines += ["", "## Paper preset end to end", "", f"`{e2e['command']}`: exit {e2e['returncode']}, "
               f"{e2e['seconds']} s, peak {e2e.get('peak_gib')} GiB", ""]
     if e2e.get("stage_seconds"):
-        lines += ["| stage | seconds | Overall |", "|---|---|---|"]
+        lines += ["| stage | seconds | evaluation |", "|---|---|---|"]
         lines += [f"| {stage} | {s} | {e2e['eval_overall'].get(stage, '')} |" for stage, s in e2e["stage_seconds"].items()]
     if e2e.get("log_tail"):
         lines += ["", "```", e2e["log_tail"], "```"]
