@@ -291,6 +291,12 @@ def _check_model_folder(spec: str) -> None:
     if _is_gguf_file(spec):
         if importlib.util.find_spec("gguf") is None:
             raise ItoolError(f"model {spec} is a GGUF file: reading it needs the package gguf (pip install gguf)")
+        from gguf import GGUFReader
+
+        try:
+            GGUFReader(path)  # maps the file and reads its header and tensor table only
+        except Exception as exc:  # the reader raises several kinds on a damaged or foreign file
+            raise ItoolError(f"model {spec} is not a readable GGUF file ({type(exc).__name__}: {exc})") from None
         return
     if not path.is_dir():
         raise ItoolError(f"model {spec} is a file: give a .gguf file, or the folder a model was saved in (with config.json)")

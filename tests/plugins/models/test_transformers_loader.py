@@ -204,6 +204,11 @@ def _a_file(tmp_path):
     return str(tmp_path / "model.gguf")
 
 
+def _a_text_file(tmp_path):
+    (tmp_path / "model.txt").write_text("not a model")
+    return str(tmp_path / "model.txt")
+
+
 @pytest.mark.parametrize(
     "spec, settings, message",
     [
@@ -214,7 +219,8 @@ def _a_file(tmp_path):
         ("/nonexistent/model", {}, "no such file or directory"),
         ("./no-such-model-dir", {}, "no such file or directory"),
         ("a/b/c", {}, "no such file or directory"),
-        (_a_file, {}, "is a file"),
+        (_a_file, {}, "not a readable GGUF file"),
+        (_a_text_file, {}, "is a file"),
         (str, {}, "no config.json"),
         ("not a hub id!", {}, "neither the alias .* nor a Hugging Face hub id"),
     ],
