@@ -4,6 +4,7 @@ hook through which an installed plugin may patch the models it loads."""
 
 from __future__ import annotations
 
+import importlib
 import time
 import warnings
 
@@ -231,6 +232,7 @@ def test_the_check_refuses_what_load_would_fail_on_in_one_line(tmp_path, spec, s
             pytest.skip("this machine has CUDA")
     spec = spec(tmp_path) if callable(spec) else spec
     opts = TransformersLoaderOptions(load_in_4bit=settings.pop("load_in_4bit", False))
+    importlib.import_module("gguf")  # a first import costs ~1 s; what is timed is the check, which loads no weights
     started = time.perf_counter()
     with pytest.raises(ItoolError, match=message) as err:
         check(spec, opts, **{"device": "cpu", "dtype": "auto", **settings})
