@@ -371,11 +371,11 @@ def comparison_lines(name_a: str, name_b: str, a: tuple, b: tuple) -> list[str]:
     (_, verdicts_a, summarize), (_, verdicts_b, _) = a, b
     lines: list[str] = []
     if summarize is not None:
-        diffs = summary_differences(verdicts_a, verdicts_b, summarize, RESAMPLES)
-        point = {d.row: d.value for d in diffs}
-        shown = [d for d in diffs if d.row in headline_rows(summarize(verdicts_a), verdicts_a)
-                 and (d.value or d.low or d.high or summarize(verdicts_a)[d.row])]
-        if shown and point:
+        summary_a = summarize(verdicts_a)
+        aggregates = headline_rows(summary_a, verdicts_a)
+        shown = [d for d in summary_differences(verdicts_a, verdicts_b, summarize, RESAMPLES)
+                 if d.row in aggregates and (d.value or d.low or d.high or summary_a[d.row])]
+        if shown:
             lines += ["| aggregate row | difference [95% CI] | real |", "|---|---:|---|"]
             lines += [f"| {d.row} | {interval_text(d.value, d.low, d.high, signed=True)} | "
                       f"{'yes' if d.low > 0 or d.high < 0 else 'no'} |" for d in shown]
