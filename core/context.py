@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from pydantic import BaseModel
 
+from itool.cache import EvaluationCache, evaluation_cache_root, installed_distributions, model_files, source_digest
 from itool.config import COMPONENT_FIELDS, RunConfig
 from itool.errors import ItoolError
 from itool.processes import is_main
@@ -166,6 +167,26 @@ class RunContext:
         """The running stage's journal ``name`` for ``plan`` (see ``itool.journal``): the pieces an earlier,
         interrupted attempt at this stage finished for the same plan."""
         return Journal(self.stage_dir / f"{name}.journal.jsonl", plan)
+
+    def evaluation_cache(self, samples: list[Sample]) -> EvaluationCache | None:
+        """Where an evaluation of ``samples`` by the model as it was loaded is cached (``itool.cache``);
+        None when adapters are merged into the policy (a trained model is evaluated once, in its run) or
+        the cache is off."""
+        root = evaluation_cache_root()
+        if root is None or self.config.adapters or self.run.adapters:
+            return None
+        parts = {field: self.component(field) for field in ("loader", "evaluator", "backend", "format")}
+        model = self.policy.model
+        key = {
+            "model": self.config.model, "model_files": model_files(self.config.model),
+            "model_revision": getattr(model.config, "_commit_hash", None), "quantize": self.config.quantize,
+            "dtype": str(model.dtype), "device": str(self.policy.device), "stage": self.stage, "seed": self.config.seed,
+            "components": {field: [c.name, opts.model_dump(mode="json")] for field, (c, opts) in parts.items()},
+            "samples": hashlib.sha256("\n".join(s.model_dump_json() for s in samples).encode()).hexdigest(),
+            "source": source_digest(c.obj.__module__ for c, _ in parts.values()),
+            "distributions": installed_distributions(),
+        }
+        return EvaluationCache(root, key)
 
     def notify(self, hook: str, /, **arguments: Any) -> None:
         """Call lifecycle hook ``hook`` (see ``itool.hookspecs``) of every plugin that implements it.

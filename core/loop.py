@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 from tqdm.auto import tqdm
 
+from itool.cache import EvaluationCache
 from itool.context import RunContext, seed_everything
 from itool.errors import ItoolError
 from itool.processes import is_main, on_main
@@ -195,18 +196,29 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     one call."""
     evaluator, opts = ctx.component("evaluator")
     samples = ctx.samples("test")
+    cache = ctx.evaluation_cache(samples)
+    cached = cache.load() if cache is not None else None
+    if cached is not None:
+        ctx.log("cached", path=str(cache.path))
+        console.print(f"[dim]the same evaluation was made before: verdicts from {cache.path}[/dim]")
+        return _write_evaluation(ctx, [Verdict.model_validate(row) for row in cached[0]], cached[1])
     summarize = evaluator.attrs.get("summarize")
     if summarize is None:
         report: EvalReport = evaluator.obj(ctx, samples, opts)
-        return _write_evaluation(ctx, report.verdicts, report.summary)
+        return _write_evaluation(ctx, report.verdicts, report.summary, cache)
     with in_chunks(ctx, "verdicts", samples, EVAL_CHUNK, lambda chunk: evaluator.obj(ctx, chunk, opts).verdicts) as rows:
         verdicts = [Verdict.model_validate(row) for row in rows]
-        return _write_evaluation(ctx, verdicts, summarize(verdicts, opts))
+        return _write_evaluation(ctx, verdicts, summarize(verdicts, opts), cache)
 
 
-def _write_evaluation(ctx: RunContext, verdicts: list[Verdict], summary: dict[str, Any]) -> dict[str, Any]:
+def _write_evaluation(ctx: RunContext, verdicts: list[Verdict], summary: dict[str, Any],
+                      cache: EvaluationCache | None = None) -> dict[str, Any]:
+    # The summary goes through JSON first, so that a run that takes it from the cache returns what this one does.
+    summary = json.loads(json.dumps(summary, ensure_ascii=False, default=str))
     write_jsonl(ctx.stage_dir / "verdicts.jsonl", verdicts)
     write_json(ctx.stage_dir / "summary.json", summary)
+    if cache is not None:
+        cache.store(verdicts, summary)
     return {"summary": summary, "n": len(verdicts)}
 
 

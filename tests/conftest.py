@@ -26,6 +26,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def no_evaluation_cache(monkeypatch):
+    """Every test evaluates for itself (tests/core/test_cache.py turns the cache back on in a folder of
+    its own): a Base evaluation cached by one test would otherwise skip the stage another test is about."""
+    monkeypatch.setenv("ITOOL_EVAL_CACHE", "off")
+
+
 @pytest.fixture(scope="session")
 def registry() -> Registry:
     """Every installed plugin, loaded once."""

@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from itool import hookimpl
+from itool.cache import cache_root as machine_cache_root
 from itool.errors import ItoolError
 from itool.rundir import atomic_path
 
@@ -145,13 +146,8 @@ def forced_auto_dtype() -> str | None:
 
 
 # -- the bundled GGUF -----------------------------------------------------------------------------------
-def default_cache_root() -> Path:
-    """Where itool caches what it builds once per machine: ``$ITOOL_CACHE`` or ``~/.cache/itool``."""
-    return Path(os.environ.get("ITOOL_CACHE") or Path.home() / ".cache" / "itool").expanduser()
-
-
 def cache_root(opts: TransformersLoaderOptions) -> Path:
-    return Path(opts.cache_dir).expanduser() if opts.cache_dir else default_cache_root()
+    return Path(opts.cache_dir).expanduser() if opts.cache_dir else machine_cache_root()
 
 
 def bundled_gguf() -> Path:

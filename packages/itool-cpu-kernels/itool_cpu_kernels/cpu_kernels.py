@@ -31,7 +31,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from itool.plugins.models.transformers_loader import default_cache_root
+from itool.cache import cache_root
 from itool.rundir import atomic_path
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def library() -> ctypes.CDLL | None:
         return None
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join([compiler, *FLAGS, *LIBRARIES]).encode(),
                                      _cpu_flags().encode(), platform.machine().encode()])).hexdigest()[:16]
-    path = default_cache_root() / "kernels" / f"cpu_kernels-{key}.so"
+    path = cache_root() / "kernels" / f"cpu_kernels-{key}.so"
     try:
         if not path.exists():
             with atomic_path(path) as built:  # another process never loads a half-written file
