@@ -105,6 +105,7 @@ class RunContext:
         self.registry = registry
         self.run = run
         self.stage: str = ""
+        self.continue_with = "itool run --resume"  # the command that continues this run, for messages
         self._sample_cache: dict[str, list[Sample]] = {}
         self.resolved: dict[str, tuple[Component, BaseModel] | None] = {
             field: self._resolve(field) for field in COMPONENT_FIELDS

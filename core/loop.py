@@ -121,7 +121,7 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
     except KeyboardInterrupt as exc:
         ctx.log("interrupted")
         ctx.notify("stage_failed", stage=stage.name, error=exc)
-        raise StageFailed(f"interrupted during {stage.name}; continue with: itool run --resume {ctx.run.path}") from None
+        raise StageFailed(f"interrupted during {stage.name}; continue with: {ctx.continue_with} {ctx.run.path}") from None
     except Exception as exc:  # a crash inside a plugin: keep the traceback, tell the user how to go on
         trace = ctx.stage_dir / "error.txt"
         trace.write_text(traceback.format_exc(), encoding="utf-8")
@@ -129,7 +129,7 @@ def run_stage(ctx: RunContext, stage: Stage) -> None:
         ctx.notify("stage_failed", stage=stage.name, error=exc)
         raise StageFailed(
             f"stage {stage.name} failed: {type(exc).__name__}: {exc} (traceback in {trace}; "
-            f"fix and continue with: itool run --resume {ctx.run.path})"
+            f"fix and continue with: {ctx.continue_with} {ctx.run.path})"
         ) from exc
     ctx.log("end", **result)
     adapter = ctx.stage_dir / "adapter"

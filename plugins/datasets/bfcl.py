@@ -228,7 +228,10 @@ def load(split: str, opts: BfclOptions) -> list[Sample]:
     samples = load_all(opts, skips)
     skips.report()
     if opts.split_mode == "all":
-        return [s for s in samples if split != "train" or "unanswerable" not in s.meta]
+        if split == "train":
+            return [s for s in samples if "unanswerable" not in s.meta]
+        limited = split == "test" and opts.test_per_category is not None
+        return per_category_subset(samples, opts.test_per_category) if limited else samples
     if split == "all":
         return samples
     train = [s for s in samples if in_half(s, "train")]

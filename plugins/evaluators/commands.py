@@ -15,23 +15,12 @@ import click
 
 from itool import hookimpl
 from itool.config import parse_option
-from itool.context import RunContext, per_category_subset
+from itool.context import RunContext
 from itool.errors import ItoolError
 from itool.rundir import read_jsonl, write_text
-from itool.schemas import Sample, Verdict
+from itool.schemas import Verdict
 
 STAGE = "eval"
-
-
-class _EvalContext(RunContext):
-    """A run context whose test samples are the ones ``itool eval`` picked."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.picked: list[Sample] = []
-
-    def samples(self, split: str) -> list[Sample]:
-        return self.picked
 
 
 def summary_rows(verdicts: list[Any], summary: dict[str, float]) -> list[tuple[str, str, str]]:
@@ -81,42 +70,35 @@ def write_chart(path: Path, model: str, summary: dict[str, float]) -> None:
               help="Backend option (repeatable; see `itool plugins backend NAME`).")
 @click.option("--evaluator-opt", "evaluator_opts", multiple=True, metavar="KEY=VALUE",
               help="Evaluator option (repeatable; see `itool plugins evaluator bfcl`).")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue an interrupted evaluation in this folder (with its saved settings; give no others).")
 def eval_command(model: str | None, categories: str | None, limit: int | None, split: str, out: Path | None,
                  device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...], backend: str | None,
-                 backend_opts: tuple[str, ...]) -> None:
-    """Evaluate a model on BFCL: per-sample verdicts, a summary table (BFCL v4 rows) and a chart."""
+                 backend_opts: tuple[str, ...], resume: Path | None) -> None:
+    """Evaluate a model on BFCL: per-sample verdicts, a summary table (BFCL v4 rows) and a chart.
+
+    Verdicts are kept in chunks of samples as they are made: an interrupted evaluation continues with
+    `itool eval --resume FOLDER`, doing only the samples that are missing."""
     from rich.console import Console
     from rich.table import Table
 
     from itool.cli import get_registry
     from itool.loop import Stage, evaluate, run_stage
-    from itool.session import plan_session, start_session
+    from itool.session import resume_session
 
-    if limit is not None and limit < 1:
-        raise ItoolError("--limit must be at least 1")
-    out = (out or Path("runs") / datetime.now().strftime("eval-%Y%m%d-%H%M%S")).resolve()
-    dataset_options: dict[str, Any] = {"split_mode": "all" if split == "all" else "half"}
-    if categories:
-        dataset_options["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
-    layer: dict[str, Any] = {
-        "runs_dir": str(out.parent), "name": out.name, "eval_limit": None, "warmup": "none",
-        "rounds": 0,  # one evaluation, nothing trained: any backend serves it, a fixed server's too
-        "dataset": {"name": "bfcl", "options": dataset_options},
-        "evaluator": {"name": "bfcl", "options": dict(parse_option(o, "--evaluator-opt") for o in evaluator_opts)},
-    }
-    layer.update({k: v for k, v in {"model": model, "device": device, "dtype": dtype}.items() if v is not None})
-    if backend or backend_opts:
-        layer["backend"] = {**({"name": backend} if backend else {}),
-                            "options": dict(parse_option(o, "--backend-opt") for o in backend_opts)}
-
-    ctx = plan_session(get_registry(), [layer], context=_EvalContext)
-    dataset, dataset_opts = ctx.component("dataset")
-    ctx.picked = per_category_subset(dataset.obj("test", dataset_opts), limit)
-    if not ctx.picked:
-        raise ItoolError("no samples to evaluate (check --categories)")
-    start_session(ctx)
+    registry = get_registry()
+    if resume is not None:
+        given = click.get_current_context().params
+        if any(given[k] not in (None, (), "test") for k in given if k != "resume"):
+            raise ItoolError("--resume continues with the evaluation's saved settings; give no other options")
+        ctx = resume_session(registry, resume)
+    else:
+        ctx = new_evaluation(registry, model, categories, limit, split, out, device, dtype, evaluator_opts,
+                             backend, backend_opts)
+    ctx.continue_with = "itool eval --resume"
     config = ctx.config
-    run_stage(ctx, Stage(STAGE, evaluate))
+    if not ctx.run.is_done(STAGE):
+        run_stage(ctx, Stage(STAGE, evaluate))
     stage_dir = ctx.run.path / STAGE
     verdicts = read_jsonl(stage_dir / "verdicts.jsonl", Verdict)
     summary = json.loads((stage_dir / "summary.json").read_text(encoding="utf-8"))
@@ -129,6 +111,35 @@ def eval_command(model: str | None, categories: str | None, limit: int | None, s
     write_chart(stage_dir / "summary.png", config.model, summary)
     click.echo(f"verdicts: {stage_dir / 'verdicts.jsonl'}\nsummary: {stage_dir / 'summary.md'}\n"
                f"chart: {stage_dir / 'summary.png'}", err=True)
+
+
+def new_evaluation(registry: Any, model: str | None, categories: str | None, limit: int | None, split: str,
+                   out: Path | None, device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...],
+                   backend: str | None, backend_opts: tuple[str, ...]) -> RunContext:
+    """The run of a new ``itool eval``: the samples are the dataset's test split, cut per category by
+    the dataset itself, so that the saved config names them and ``--resume`` finds the same ones."""
+    from itool.session import plan_session, start_session
+
+    if limit is not None and limit < 1:
+        raise ItoolError("--limit must be at least 1")
+    out = (out or Path("runs") / datetime.now().strftime("eval-%Y%m%d-%H%M%S")).resolve()
+    dataset_options: dict[str, Any] = {"split_mode": "all" if split == "all" else "half", "test_per_category": limit}
+    if categories:
+        dataset_options["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
+    layer: dict[str, Any] = {
+        "runs_dir": str(out.parent), "name": out.name, "eval_limit": None, "warmup": "none",
+        "rounds": 0,  # one evaluation, nothing trained: any backend serves it, a fixed server's too
+        "dataset": {"name": "bfcl", "options": dataset_options},
+        "evaluator": {"name": "bfcl", "options": dict(parse_option(o, "--evaluator-opt") for o in evaluator_opts)},
+    }
+    layer.update({k: v for k, v in {"model": model, "device": device, "dtype": dtype}.items() if v is not None})
+    if backend or backend_opts:
+        layer["backend"] = {**({"name": backend} if backend else {}),
+                            "options": dict(parse_option(o, "--backend-opt") for o in backend_opts)}
+    ctx = plan_session(registry, [layer])
+    if not ctx.samples("test"):
+        raise ItoolError("no samples to evaluate (check --categories)")
+    return start_session(ctx)
 
 
 @hookimpl

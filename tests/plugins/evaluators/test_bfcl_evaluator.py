@@ -50,6 +50,40 @@ def test_itool_eval_writes_verdicts_table_and_chart(registry, tmp_path):
     assert "overall" in result.output
 
 
+def test_an_interrupted_itool_eval_resumes_with_only_the_missing_samples(registry, tmp_path, monkeypatch):
+    """Chunks of one sample here; the first attempt is interrupted (as by Ctrl-C) in its second chunk."""
+    from itool import loop
+    from itool.cli import cli
+    from itool.plugins.backends.transformers_backend import TransformersBackend
+
+    registry.add_commands(cli)
+    monkeypatch.setattr(loop, "EVAL_CHUNK", 1)
+    generate, calls = TransformersBackend.generate, []
+
+    def counted(self, requests):
+        calls.append(len(requests))
+        if interrupt and len(calls) == 2:
+            raise KeyboardInterrupt
+        return generate(self, requests)
+
+    monkeypatch.setattr(TransformersBackend, "generate", counted)
+    args = ["eval", "--categories", "simple_python,irrelevance", "--limit", "1", "--evaluator-opt", "max_new_tokens=16"]
+    interrupt = True
+    stopped = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "stopped")])
+    assert stopped.exit_code == 1
+    assert f"continue with: itool eval --resume {tmp_path / 'stopped'}" in stopped.output
+    interrupt, calls[:] = False, []
+    resumed = CliRunner().invoke(cli, ["eval", "--resume", str(tmp_path / "stopped")])
+    assert resumed.exit_code == 0, resumed.output
+    assert calls == [1]  # the sample of the interrupted chunk, and nothing else
+    unbroken = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "unbroken")])
+    assert unbroken.exit_code == 0, unbroken.output
+    for name in ("verdicts.jsonl", "summary.json", "summary.md"):
+        assert (tmp_path / "stopped" / "eval" / name).read_bytes() == (tmp_path / "unbroken" / "eval" / name).read_bytes()
+    again = CliRunner().invoke(cli, ["eval", "--resume", str(tmp_path / "stopped"), "--limit", "2"])
+    assert again.exit_code == 2 and "give no other options" in again.output and "Traceback" not in again.output
+
+
 def test_itool_eval_reports_bad_input_in_one_line(registry, tmp_path):
     from itool.cli import cli
 
