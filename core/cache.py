@@ -8,8 +8,8 @@ the same way, so a run finds it here instead of spending the largest stage of a 
 The key is everything the verdicts can depend on: the model and its loader's options, the dtype and
 device type the model was loaded in, the samples (their content, not only their ids), the stage and
 seed, the evaluator, backend and format with their options, the source files of the packages those
-components come from, and the version of every installed distribution (torch, transformers, the
-dataset's package, an opt-in kernel package). Any change to any of them is a miss, never a stale hit.
+components and every other loaded plugin come from (a ``model_loaded`` hook may change the model), and
+the version of every installed distribution (torch, transformers, the dataset's package). Any change to any of them is a miss, never a stale hit.
 
 ``$ITOOL_EVAL_CACHE`` moves the evaluations elsewhere (default ``<cache>/evaluations``); ``off`` turns
 the cache off.

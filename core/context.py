@@ -184,7 +184,10 @@ class RunContext:
             "dtype": str(model.dtype), "device": str(self.policy.device), "stage": self.stage, "seed": self.config.seed,
             "components": {field: [c.name, opts.model_dump(mode="json")] for field, (c, opts) in parts.items()},
             "samples": hashlib.sha256("\n".join(s.model_dump_json() for s in samples).encode()).hexdigest(),
-            "source": source_digest(c.obj.__module__ for c, _ in parts.values()),
+            # Every plugin's package, not only these components': a hook (model_loaded) may change the model.
+            "source": source_digest([*(c.obj.__module__ for c, _ in parts.values()),
+                                     *(getattr(p, "__name__", None) or type(p).__module__
+                                       for p in self.registry.pm.get_plugins())]),
             "distributions": installed_distributions(),
         }
         return EvaluationCache(root, key)

@@ -90,6 +90,24 @@ def test_anything_the_verdicts_depend_on_is_another_entry(key_of, shared_policy)
     assert key_of().path == base.path  # and nothing else: the same settings find the same entry
 
 
+def test_a_plugin_that_may_change_the_model_is_part_of_the_key(make_ctx, registry, shared_policy, cache_folder):
+    """A plugin loaded beside the components (here one with a ``model_loaded`` hook) is another entry."""
+    from itool import hookimpl
+    from itool.registry import Registry
+
+    class ChangesTheModel:
+        @hookimpl
+        def model_loaded(self, model):
+            pass
+
+    entries = []
+    for plugins in ([], [ChangesTheModel()]):
+        ctx = make_ctx(**TINY, name=f"plugins{len(plugins)}")
+        ctx.registry, ctx.policy, ctx.stage = Registry(extra_modules=plugins), shared_policy, "base.eval"
+        entries.append(ctx.evaluation_cache(ctx.samples("test")).path)
+    assert entries[0] != entries[1]
+
+
 def test_a_model_with_adapters_merged_is_never_cached(make_ctx, shared_policy, cache_folder, tmp_path):
     ctx = make_ctx(**TINY)
     ctx.policy = shared_policy
