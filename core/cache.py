@@ -9,7 +9,8 @@ The key is everything the verdicts can depend on: the model and its loader's opt
 device type the model was loaded in, the samples (their content, not only their ids), the stage and
 seed, the evaluator, backend and format with their options, the source files of the packages those
 components and every other loaded plugin come from (a ``model_loaded`` hook may change the model), and
-the version of every installed distribution (torch, transformers, the dataset's package). Any change to any of them is a miss, never a stale hit.
+the version of every installed distribution (torch, transformers, the dataset's package). Any change to
+any of them is a miss, never a stale hit.
 
 ``$ITOOL_EVAL_CACHE`` moves the evaluations elsewhere (default ``<cache>/evaluations``); ``off`` turns
 the cache off.
@@ -28,7 +29,8 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel
 
-from itool.rundir import atomic_path, write_json, write_jsonl
+from itool.journal import plan_hash
+from itool.rundir import atomic_path, read_jsonl, write_json, write_jsonl
 
 EVAL_CACHE_VARIABLE = "ITOOL_EVAL_CACHE"
 
@@ -77,11 +79,7 @@ def model_files(model: str) -> list[tuple[str, int, int]] | None:
     if not path.exists():
         return None
     files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
-    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-
-
-def key_digest(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return [(str(f), stat.st_size, stat.st_mtime_ns) for f in files for stat in [f.stat()]]
 
 
 class EvaluationCache:
@@ -90,11 +88,11 @@ class EvaluationCache:
 
     def __init__(self, root: Path, key: dict[str, Any]):
         self.key = key
-        self.path = root / key_digest(key)
+        self.path = root / plan_hash(key)[:32]
 
     def load(self) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
         try:
-            verdicts = [json.loads(line) for line in (self.path / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
+            verdicts = read_jsonl(self.path / "verdicts.jsonl")
             summary = json.loads((self.path / "summary.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):  # absent, or damaged by hand: evaluate again
             return None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from itool import hookimpl
 from itool.config import parse_option
@@ -88,8 +89,9 @@ def eval_command(model: str | None, categories: str | None, limit: int | None, s
 
     registry = get_registry()
     if resume is not None:
-        given = click.get_current_context().params
-        if any(given[k] not in (None, (), "test") for k in given if k != "resume"):
+        command = click.get_current_context()
+        if any(command.get_parameter_source(name) is ParameterSource.COMMANDLINE
+               for name in command.params if name != "resume"):
             raise ItoolError("--resume continues with the evaluation's saved settings; give no other options")
         ctx = resume_session(registry, resume)
     else:
