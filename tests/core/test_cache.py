@@ -62,6 +62,23 @@ def test_a_second_run_takes_the_base_evaluation_from_the_cache_byte_for_byte(tmp
     assert read_jsonl(second / "metrics.jsonl")[-1]["summary"] == read_jsonl(first / "metrics.jsonl")[-1]["summary"]
 
 
+def test_a_cache_that_cannot_be_written_stops_in_one_line_and_loses_no_verdict(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("ITOOL_EVAL_CACHE", str(blocker))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "runs_dir": str(tmp_path / "runs")}))
+    stopped = CliRunner().invoke(cli_module.cli, ["run", "--config", str(config), "--name", "blocked"])
+    run = tmp_path / "runs" / "blocked"
+    assert stopped.exit_code != 0 and "cannot write" in stopped.output and "Traceback" not in stopped.output
+    assert (run / "base.eval" / "verdicts.journal.jsonl").is_file()  # every chunk it evaluated is kept
+    monkeypatch.setenv("ITOOL_EVAL_CACHE", str(tmp_path / "evaluations"))
+    resumed = CliRunner().invoke(cli_module.cli, ["run", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if r["stage"] == "base.eval"]
+    assert [r["event"] for r in rows if r["attempt"] == 2] == ["start", "resume", "end"]  # nothing evaluated again
+
+
 @pytest.fixture
 def key_of(make_ctx, shared_policy, cache_folder):
     """The cache entry a run with ``settings`` would use for its Base evaluation (the shared model stands
