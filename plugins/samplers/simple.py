@@ -17,7 +17,7 @@ def keep_count(total: int, fraction: float) -> int:
 
 
 class RandomOptions(BaseModel):
-    fraction: float = Field(0.1, gt=0, le=1, description="Share of the samples to keep (at least one).")
+    fraction: float = Field(0.3, gt=0, le=1, description="Share of the samples to keep (at least one; perplexity's default).")
     seed: int | None = Field(None, description="Seed of the draw; default: the run's seed for this stage.")
 
 
