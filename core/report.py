@@ -7,7 +7,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -128,17 +128,21 @@ def evaluator_summary(ctx: Any) -> Summarize | None:
     return None if summarize is None else (lambda verdicts: summarize(verdicts, opts))
 
 
+def category_counts(verdicts: Iterable[Verdict]) -> dict[str, tuple[int, int]]:
+    """category -> (valid, total), in the order the categories first appear."""
+    counts: dict[str, tuple[int, int]] = {}
+    for v in verdicts:
+        valid, total = counts.get(v.category, (0, 0))
+        counts[v.category] = (valid + v.valid, total + 1)
+    return counts
+
+
 def stage_intervals(verdicts: list[Verdict], summarize: Summarize | None) -> dict[str, tuple[float, float]]:
     """row -> 95% interval: category rows Wilson, aggregate rows a stratified bootstrap (with ``summarize``)."""
     found: dict[str, tuple[float, float]] = {}
     if summarize is not None and verdicts:
         found.update({r.row: (r.low, r.high) for r in summary_intervals(verdicts, summarize)})
-    counts: dict[str, list[int]] = {}
-    for v in verdicts:
-        counts.setdefault(v.category, [0, 0])
-        counts[v.category][0] += v.valid
-        counts[v.category][1] += 1
-    found.update({category: wilson_interval(right, n) for category, (right, n) in counts.items()})
+    found.update({category: wilson_interval(right, n) for category, (right, n) in category_counts(verdicts).items()})
     return found
 
 

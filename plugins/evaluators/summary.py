@@ -30,10 +30,10 @@ Two ways to treat what was not evaluated (``scoring``):
 
 from __future__ import annotations
 
-from collections import defaultdict
 from functools import cache
 from typing import Iterable, Literal
 
+from itool import report
 from itool.schemas import Verdict
 
 Scoring = Literal["bfcl", "itool"]
@@ -67,12 +67,9 @@ def bfcl_size(category: str) -> int:
 
 def category_counts(verdicts: Iterable[Verdict]) -> dict[str, tuple[int, int]]:
     """category -> (valid, total), in BFCL's category order (unknown categories last)."""
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for v in verdicts:
-        counts[v.category][0] += v.valid
-        counts[v.category][1] += 1
+    counts = report.category_counts(verdicts)
     order = {c: i for i, c in enumerate(CATEGORY_ORDER)}
-    return {c: (counts[c][0], counts[c][1]) for c in sorted(counts, key=lambda c: (order.get(c, len(order)), c))}
+    return {c: counts[c] for c in sorted(counts, key=lambda c: (order.get(c, len(order)), c))}
 
 
 def summarize(verdicts: list[Verdict], scoring: Scoring = "bfcl") -> dict[str, float]:
