@@ -21,13 +21,11 @@ from pydantic import BaseModel, Field
 from itool import hookimpl
 from itool.rundir import write_jsonl
 from itool.schemas import Sample
-from itool.plugins.samplers.simple import keep_count
+from itool.plugins.samplers.simple import DEFAULT_FRACTION, keep_count
 
 
 class PerplexityOptions(BaseModel):
-    # 0.3: at the default run's 32 train samples, 0.1 keeps 4 samples whose searches all fail (no pair);
-    # 0.3 keeps 10 and yields pairs (docs/search.md, "Defaults"). The paper preset sets 0.1.
-    fraction: float = Field(0.3, gt=0, le=1, description="Share of the samples to keep (official code 0.3; paper 0.1).")
+    fraction: float = Field(DEFAULT_FRACTION, gt=0, le=1, description="Share of the samples to keep (official code 0.3; paper 0.1).")
     stratify: bool = Field(True, description="Select call and no-call answers separately, each with the fraction.")
 
 
