@@ -26,8 +26,9 @@ from itool import hookimpl
 from itool.errors import ItoolError, describe_validation_error
 from itool.plugins.experiments.stats import (
     ALL_SAMPLES, by_row, compare_paired, comparison_sentence, comparison_table, summary_differences)
+from itool.plugins.experiments.stops import stops_table
 from itool.report import Summarize, evaluator_summary, summary_intervals, wilson_interval
-from itool.rundir import CONFIG_FILE, STATE_FILE, RunDir, check_output_file, read_jsonl, write_text
+from itool.rundir import CONFIG_FILE, METRICS_FILE, STATE_FILE, RunDir, check_output_file, read_jsonl, write_text
 from itool.schemas import Verdict
 
 
@@ -479,6 +480,19 @@ def stage_times(exp: ExperimentConfig) -> list[str]:
     return lines
 
 
+def stop_lines(exp: ExperimentConfig) -> list[str]:
+    """Where a long stage was stopped (a session's end, a kill) and what its resume kept."""
+    table = stops_table({name: read_jsonl(exp.runs_dir / name / METRICS_FILE) for name, *_ in planned_runs(exp)
+                         if (exp.runs_dir / name / METRICS_FILE).is_file()})
+    if not table:
+        return []
+    return ["## Stops and resumes", "",
+            "Every attempt at a stage that stopped before it finished, read from the runs' `metrics.jsonl`: how "
+            "far it got, what the next attempt continued from (the evaluation's or search's finished chunks, the "
+            "training's last Trainer checkpoint) and the logged work it did again. The step or chunk in progress "
+            "at the stop left no row; it is lost too.", "", *table, ""]
+
+
 def eval_outputs(path: Path) -> dict[str, str]:
     return {v["sample_id"]: v["output"] for v in read_jsonl(path)} if path.is_file() else {}
 
@@ -710,7 +724,7 @@ def write_results(exp: ExperimentConfig, command: str, train_size: int | None) -
         lines.append("")
     if exp.discussion.strip():
         lines += ["## Discussion", "", exp.discussion.strip(), ""]
-    lines += ["## Wall time per stage", "", *stage_times(exp), ""]
+    lines += ["## Wall time per stage", "", *stage_times(exp), "", *stop_lines(exp)]
     write_text(exp.report, "\n".join(lines) + "\n")
     return exp.report
 

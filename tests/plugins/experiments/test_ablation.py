@@ -180,3 +180,9 @@ def test_a_report_written_mid_experiment_says_which_runs_are_unfinished(itool, t
     assert itool("experiment", path, "--report-only").exit_code == 0
     report = (tmp_path / "docs" / "results.md").read_text()
     assert "In progress: sft-s0 (1 of 2 stages done)." in report
+    assert "## Stops and resumes" not in report
+
+    assert itool("experiment", path).exit_code == 0  # continues: the unfinished stage runs again
+    report = (tmp_path / "docs" / "results.md").read_text()
+    assert "In progress" not in report
+    assert "## Stops and resumes" in report and "| sft-s0 | warmup.eval |" in report

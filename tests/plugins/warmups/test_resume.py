@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from itool.plugins.experiments.stops import stops
+
 # One process runs the warm-up stage of a tiny real run: 8 samples, batch 1, a checkpoint every 2 steps.
 STAGE = """
 import sys
@@ -78,6 +80,8 @@ def test_a_killed_warmup_resumes_from_its_checkpoint_and_ends_where_an_unbroken_
     assert done_before_kill[:checkpoint_step] == list(range(1, checkpoint_step + 1))
     assert steps_after == list(range(checkpoint_step + 1, 9))  # nothing before the checkpoint is redone
     assert not (runs / "killed" / "warmup" / "checkpoints").exists()  # deleted once the stage completed
+    [stop] = stops(rows)  # the experiment report's account of the kill
+    assert (stop.stage, stop.kept) == ("warmup", rows[resumed_at]["checkpoint"])
 
     resumed, unbroken = adapter(runs / "killed"), adapter(runs / "unbroken")
     assert resumed.keys() == unbroken.keys()
