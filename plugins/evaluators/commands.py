@@ -22,6 +22,7 @@ from itool.rundir import read_jsonl, write_text
 from itool.schemas import Verdict
 
 STAGE = "eval"
+DEV_SIZE = 100  # the dev slice `--split dev` reads: the experiments' (dev_size: 100)
 
 
 def summary_rows(verdicts: list[Any], summary: dict[str, float]) -> list[tuple[str, str, str]]:
@@ -60,8 +61,12 @@ def write_chart(path: Path, model: str, summary: dict[str, float]) -> None:
 @click.option("--model", default=None, help="Model alias, local path or hub id (default: smollm2-135m-instruct).")
 @click.option("--categories", default=None, help="Comma-separated BFCL categories or groups (default: the dataset's).")
 @click.option("--limit", type=int, default=None, help="At most N samples per category, chosen by id hash.")
-@click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True,
-              help="BFCL-half test split, or every entry.")
+@click.option("--split", type=click.Choice(["test", "dev", "all"]), default="test", show_default=True,
+              help="BFCL-half test split; the dev slice (the first 100 train-half samples by id hash, which "
+                   "runs with --dataset-opt dev_size=100 never train on: for choosing settings); or every entry.")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path),
+              help="Evaluate the model plus this PEFT adapter, e.g. runs/NAME/warmup/adapter "
+                   "(repeatable, merged in order).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: runs/eval-<timestamp>).")
 @click.option("--device", default=None, help="auto, cpu or cuda[:N].")
@@ -73,8 +78,8 @@ def write_chart(path: Path, model: str, summary: dict[str, float]) -> None:
               help="Evaluator option (repeatable; see `itool plugins evaluator bfcl`).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted evaluation in this folder (with its saved settings; give no others).")
-def eval_command(model: str | None, categories: str | None, limit: int | None, split: str, out: Path | None,
-                 device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...], backend: str | None,
+def eval_command(model: str | None, categories: str | None, limit: int | None, split: str,
+                 adapters: tuple[Path, ...], out: Path | None, device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...], backend: str | None,
                  backend_opts: tuple[str, ...], resume: Path | None) -> None:
     """Evaluate a model on BFCL: per-sample verdicts, a summary table (BFCL v4 rows) and a chart.
 
@@ -95,8 +100,8 @@ def eval_command(model: str | None, categories: str | None, limit: int | None, s
             raise ItoolError("--resume continues with the evaluation's saved settings; give no other options")
         ctx = resume_session(registry, resume)
     else:
-        ctx = new_evaluation(registry, model, categories, limit, split, out, device, dtype, evaluator_opts,
-                             backend, backend_opts)
+        ctx = new_evaluation(registry, model, categories, limit, split, adapters, out, device, dtype,
+                             evaluator_opts, backend, backend_opts)
     ctx.continue_with = "itool eval --resume"
     config = ctx.config
     if not ctx.run.is_done(STAGE):
@@ -105,18 +110,19 @@ def eval_command(model: str | None, categories: str | None, limit: int | None, s
     verdicts = read_jsonl(stage_dir / "verdicts.jsonl", Verdict)
     summary = json.loads((stage_dir / "summary.json").read_text(encoding="utf-8"))
     rows = summary_rows(verdicts, summary)
-    table = Table("row", "samples", "accuracy %", title=f"BFCL — {config.model} ({len(verdicts)} samples)")
+    evaluated = " + ".join([config.model, *(str(a) for a in config.adapters)])
+    table = Table("row", "samples", "accuracy %", title=f"BFCL — {evaluated} ({len(verdicts)} samples)")
     for row in rows:
         table.add_row(*row)
     Console().print(table)
-    write_markdown(stage_dir / "summary.md", config.model, rows)
-    write_chart(stage_dir / "summary.png", config.model, summary)
+    write_markdown(stage_dir / "summary.md", evaluated, rows)
+    write_chart(stage_dir / "summary.png", evaluated, summary)
     click.echo(f"verdicts: {stage_dir / 'verdicts.jsonl'}\nsummary: {stage_dir / 'summary.md'}\n"
                f"chart: {stage_dir / 'summary.png'}", err=True)
 
 
 def new_evaluation(registry: Any, model: str | None, categories: str | None, limit: int | None, split: str,
-                   out: Path | None, device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...],
+                   adapters: tuple[Path, ...], out: Path | None, device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...],
                    backend: str | None, backend_opts: tuple[str, ...]) -> RunContext:
     """The run of a new ``itool eval``: the samples are the dataset's test split, cut per category by
     the dataset itself, so that the saved config names them and ``--resume`` finds the same ones."""
@@ -126,6 +132,12 @@ def new_evaluation(registry: Any, model: str | None, categories: str | None, lim
         raise ItoolError("--limit must be at least 1")
     out = (out or Path("runs") / datetime.now().strftime("eval-%Y%m%d-%H%M%S")).resolve()
     dataset_options: dict[str, Any] = {"split_mode": "all" if split == "all" else "half", "test_per_category": limit}
+    if split == "dev":
+        if limit is not None:
+            raise ItoolError("--limit cuts the test split; the dev slice is evaluated whole")
+        if categories:  # the slice is the first train-half samples of the categories loaded
+            raise ItoolError("--split dev is the dev slice of the default categories; give no --categories")
+        dataset_options.update(dev_size=DEV_SIZE, heldout="dev")
     if categories:
         dataset_options["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
     layer: dict[str, Any] = {
@@ -135,6 +147,8 @@ def new_evaluation(registry: Any, model: str | None, categories: str | None, lim
         "evaluator": {"name": "bfcl", "options": dict(parse_option(o, "--evaluator-opt") for o in evaluator_opts)},
     }
     layer.update({k: v for k, v in {"model": model, "device": device, "dtype": dtype}.items() if v is not None})
+    if adapters:
+        layer["adapters"] = [str(path.resolve()) for path in adapters]
     if backend or backend_opts:
         layer["backend"] = {**({"name": backend} if backend else {}),
                             "options": dict(parse_option(o, "--backend-opt") for o in backend_opts)}

@@ -189,6 +189,9 @@ CASES = [
     (["tree", "render", "cyclic.trees.jsonl", "--out", "afile/t.html"], "afile is a file"),
     # the other commands
     (["eval", "--limit", "0"], "--limit must be at least 1"),
+    (["eval", "--split", "dev", "--limit", "5"], "--limit cuts the test split; the dev slice is evaluated whole"),
+    (["eval", "--split", "dev", "--categories", "irrelevance"], "--split dev is the dev slice of the default categories"),
+    (["eval", "--adapter", "nowhere", "--out", "ev"], "adapters: adapter folder not found"),
     (["eval", "--categories", "nope", "--out", "ev"], "unknown BFCL category 'nope'"),
     (["eval", "--evaluator-opt", "greedy_paralel=1", "--out", "ev"], "did you mean 'greedy_parallel'"),
     (["eval", "--device", "tpu", "--out", "ev"], "tpu"),

@@ -84,6 +84,35 @@ def test_an_interrupted_itool_eval_resumes_with_only_the_missing_samples(registr
     assert again.exit_code == 2 and "give no other options" in again.output and "Traceback" not in again.output
 
 
+def test_itool_eval_evaluates_the_model_plus_an_adapter(registry, fresh_policy, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from itool.cli import cli
+
+    registry.add_commands(cli)
+    trained = get_peft_model(fresh_policy.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                            init_lora_weights=False))  # random, not a no-op
+    trained.save_pretrained(tmp_path / "adapter")
+    args = ["eval", "--categories", "simple_python", "--limit", "1", "--evaluator-opt", "max_new_tokens=16"]
+    outputs = {}
+    for name, extra in (("base", []), ("tuned", ["--adapter", str(tmp_path / "adapter")])):
+        result = CliRunner().invoke(cli, [*args, *extra, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        outputs[name] = json.loads((tmp_path / name / "eval" / "verdicts.jsonl").read_text())["output"]
+    assert outputs["tuned"] != outputs["base"]
+    assert str(tmp_path / "adapter") in (tmp_path / "tuned" / "eval" / "summary.md").read_text()
+
+
+def test_the_dev_split_is_the_slice_that_runs_set_aside_and_never_train_on(registry, tmp_path):
+    from itool.plugins.evaluators.commands import DEV_SIZE, new_evaluation
+
+    ctx = new_evaluation(registry, None, None, None, "dev", (), tmp_path / "ev", None, None, (), None, ())
+    dev = {s.id for s in ctx.samples("test")}
+    assert len(dev) == DEV_SIZE
+    assert not dev & {s.id for s in load("train", BfclOptions(dev_size=DEV_SIZE))}
+    assert dev < {s.id for s in load("train", BfclOptions())}  # train-half samples
+
+
 def test_itool_eval_reports_bad_input_in_one_line(registry, tmp_path):
     from itool.cli import cli
 
