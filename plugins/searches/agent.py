@@ -325,7 +325,7 @@ def _mean_prob(token_logprobs: list[float]) -> float:
 
 def run_agent_search(ctx: Any, samples: list[Sample], opts: AgentSearchOptions, width: int, name: str) -> list[SearchTree]:
     """Run one DFS per sample, all advancing together: every wave sends each live search's next request."""
-    seed_sampling(opts.seed)
+    seed_sampling(opts.seed, samples)
     world = World.resolve(ctx, opts.environment, opts.environment_options)
     retriever = None
     if opts.retriever:

@@ -23,7 +23,7 @@ class BestOfNOptions(BaseModel):
 
 def best_of_n(ctx, samples: list[Sample], opts: BestOfNOptions) -> list[SearchTree]:
     """n sampled answers per sample, scored by the reward (response-level baseline)."""
-    seed_sampling(opts.seed)
+    seed_sampling(opts.seed, samples)
     waves = Waves(ctx.backend, opts.wave_size)
     trees = [Tree(sample, prompt) for sample, prompt in zip(samples, render_prompts(ctx, samples), strict=True)]
     answers = waves.generate([

@@ -92,7 +92,7 @@ def expand(tree: Tree, leaf: int, generations: list[Generation], splitter, count
 
 def puct(ctx, samples: list[Sample], opts: PuctOptions) -> list[SearchTree]:
     """Step-level MCTS with PUCT selection (iTool), batched across samples in waves."""
-    seed_sampling(opts.seed)
+    seed_sampling(opts.seed, samples)
     splitter = get_splitter(opts.splitter)
     tokenizer = ctx.policy.tokenizer
 

@@ -7,6 +7,8 @@ and hands them to the backend as one *wave* (``Waves.generate``), so the backend
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from typing import Any, Callable
@@ -152,12 +154,15 @@ class Tree:
         return self.schema
 
 
-def seed_sampling(seed: int | None) -> None:
-    """Reseed torch for this search; ``None`` keeps the seed the loop set for the stage."""
+def seed_sampling(seed: int | None, samples: list[Sample]) -> None:
+    """Reseed torch for a search of ``samples``; ``None`` keeps the seed the loop set for the stage (and
+    chunk). The samples' ids are part of the seed: a long stage searches chunk by chunk, and one seed for
+    every chunk would repeat the same draws in each."""
     if seed is not None:
         import torch
 
-        torch.manual_seed(seed)
+        digest = hashlib.sha256(json.dumps([seed, [sample.id for sample in samples]]).encode()).digest()
+        torch.manual_seed(int.from_bytes(digest[:8], "little"))
 
 
 def render_prompts(ctx: Any, samples: list[Sample]) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 from itool.errors import ItoolError
 from itool.schemas import Sample
 from itool.plugins.searches.tree import (
-    Tree, Waves, get_splitter, split_call, split_call_syntax, split_line, split_none, step_prior,
+    Tree, Waves, get_splitter, seed_sampling, split_call, split_call_syntax, split_line, split_none, step_prior,
 )
 
 
@@ -91,3 +91,20 @@ def test_waves_keep_order_and_split_by_wave_size():
     assert backend.call_sizes == [5, 2, 2, 1]
     assert (batched.calls, naive.calls) == (1, 3)
     assert batched.generate([]) == [] and batched.calls == 1
+
+
+def test_a_search_seed_draws_the_same_for_the_same_samples_and_differently_for_another_chunk():
+    import torch
+
+    def draws(seed, ids):
+        seed_sampling(seed, [Sample(id=i, messages=[]) for i in ids])
+        return torch.rand(4)
+
+    assert torch.equal(draws(7, ["a", "b"]), draws(7, ["a", "b"]))
+    assert not torch.equal(draws(7, ["a", "b"]), draws(7, ["c", "d"]))  # the next chunk of the stage
+    assert not torch.equal(draws(7, ["a", "b"]), draws(8, ["a", "b"]))
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    seed_sampling(None, [])  # no seed: the stream the loop seeded is left alone
+    assert torch.equal(torch.rand(4), expected)
