@@ -4,7 +4,7 @@ Each stage calls the component configured for it, writes its outputs into its ow
 marked complete in the state file. A resumed run skips completed stages and reads what later stages
 need back from disk, so nothing is repeated and nothing is lost. A stage that was interrupted runs
 again with the same seed (from scratch, from a checkpoint its component left in the stage folder, or,
-for evaluation and search, from the chunks of samples it journaled: :func:`in_chunks`), so the resumed
+for evaluation, search and perplexity selection, from the chunks of samples it journaled: :func:`in_chunks`), so the resumed
 run writes what an unbroken one would; the rows the interrupted attempt left in metrics.jsonl stay,
 marked ``"abandoned": true``.
 

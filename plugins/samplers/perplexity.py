@@ -1,8 +1,8 @@
 """Sampler ``perplexity``: iTool's complex-sample selection.
 
 Each sample's reference answer (``ctx.format.render_answer(sample.answer)``) is scored under the current
-policy after its prompt, answer tokens only, all samples in one batched ``ctx.backend.score`` call;
-perplexity = ``exp(-logprob_sum / n_tokens)``. The highest-perplexity ``fraction`` is kept: the samples
+policy after its prompt, answer tokens only, in batched ``ctx.backend.score`` calls of ``SCORE_CHUNK``
+samples, each chunk journaled (``itool.loop.in_chunks``) so that a stopped selection resumes; perplexity = ``exp(-logprob_sum / n_tokens)``. The highest-perplexity ``fraction`` is kept: the samples
 the policy finds hardest. With ``stratify`` (the official code's way) answers that call a tool and
 answers that call none are ranked and cut separately, each keeping ``fraction`` of its group, so the
 no-call answers (often long prose with a high perplexity) do not crowd out the calls.
@@ -19,9 +19,15 @@ import statistics
 from pydantic import BaseModel, Field
 
 from itool import hookimpl
+from itool.loop import in_chunks
 from itool.rundir import write_jsonl
 from itool.schemas import Sample
 from itool.plugins.samplers.simple import DEFAULT_FRACTION, keep_count
+
+
+# Answers scored per journaled chunk: on 2 CPU cores one takes about 2 minutes, so a stop loses at most
+# that; several decode batches each, so chunking costs no batching.
+SCORE_CHUNK = 64
 
 
 class PerplexityOptions(BaseModel):
@@ -30,12 +36,18 @@ class PerplexityOptions(BaseModel):
 
 
 def answer_perplexities(ctx, samples: list[Sample]) -> list[float]:
-    """Perplexity of each sample's reference answer under the policy (answer tokens only)."""
+    """Perplexity of each sample's reference answer under the policy (answer tokens only; NaN for an
+    empty answer)."""
     tokenizer = ctx.policy.tokenizer
-    prompts = [ctx.format.render_prompt(s, tokenizer) for s in samples]
-    answers = [ctx.format.render_answer(s.answer) for s in samples]
-    scores = ctx.backend.score(prompts, answers)
-    return [math.exp(-s.logprob_sum / s.n_tokens) if s.n_tokens else math.nan for s in scores]
+
+    def score(chunk: list[Sample]) -> list[float | None]:  # None: JSON has no NaN
+        prompts = [ctx.format.render_prompt(s, tokenizer) for s in chunk]
+        answers = [ctx.format.render_answer(s.answer) for s in chunk]
+        return [math.exp(-s.logprob_sum / s.n_tokens) if s.n_tokens else None
+                for s in ctx.backend.score(prompts, answers)]
+
+    with in_chunks(ctx, "perplexity", samples, SCORE_CHUNK, score) as rows:
+        return [math.nan if value is None else value for value in rows]
 
 
 def perplexity_sampler(ctx, samples: list[Sample], opts: PerplexityOptions) -> list[Sample]:

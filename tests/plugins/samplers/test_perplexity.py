@@ -57,3 +57,30 @@ def test_stratify_selects_call_and_no_call_answers_separately(ctx_fp32):
     assert perplexity_sampler(ctx_fp32, samples, PerplexityOptions(fraction=0.1)) == [nonsense, no_call]
     pooled = perplexity_sampler(ctx_fp32, samples, PerplexityOptions(fraction=0.1, stratify=False))
     assert len(pooled) == 1
+
+
+def test_a_stopped_selection_resumes_with_only_the_chunks_it_had_not_scored(ctx_fp32, monkeypatch):
+    """One sample per chunk here; the first attempt stops (as by Ctrl-C) while scoring its second chunk."""
+    from itool.plugins.samplers import perplexity
+
+    monkeypatch.setattr(perplexity, "SCORE_CHUNK", 1)
+    natural, nonsense = natural_and_nonsense(ctx_fp32)
+    samples = [natural, nonsense, next(s for s in ctx_fp32.samples("train") if s.category == "irrelevance")]
+    backend, calls = ctx_fp32.backend, []
+    score = backend.score
+
+    def counted(prompts, answers):
+        calls.append(len(prompts))
+        if len(calls) == 2 and stop:
+            raise KeyboardInterrupt
+        return score(prompts, answers)
+
+    monkeypatch.setattr(backend, "score", counted)
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        answer_perplexities(ctx_fp32, samples)
+    stop, calls[:] = False, []
+    resumed = answer_perplexities(ctx_fp32, samples)
+    assert calls == [1, 1]  # the chunk it was scoring and the one after; not the first again
+    assert [m for m in ctx_fp32.run.metrics() if m["event"] == "resume"][-1]["samples_kept"] == 1
+    assert resumed == pytest.approx(answer_perplexities(ctx_fp32, samples))  # an unbroken selection's
