@@ -46,6 +46,12 @@ def per_category_subset(samples: list[Sample], limit: int | None) -> list[Sample
     return [s for group in by_category.values() for s in stable_subset(group, limit)]
 
 
+def derived_seed(*parts: Any) -> int:
+    """A 32-bit seed that is a fixed function of ``parts`` (e.g. the run's seed and a stage name)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
 def seed_everything(seed: int) -> None:
     """Seed every global random stream a component may draw from: Python, NumPy and torch (CPU, CUDA)."""
     import numpy
@@ -216,8 +222,7 @@ class RunContext:
 
     def stage_seed(self, stage: str) -> int:
         """A seed per (run seed, stage): a resumed run draws exactly what an unbroken one would."""
-        digest = hashlib.sha256(f"{self.config.seed}:{stage}".encode()).digest()
-        return int.from_bytes(digest[:4], "little")
+        return derived_seed(self.config.seed, stage)
 
     # -- shared objects, built on first use --------------------------------------------------------
     @cached_property

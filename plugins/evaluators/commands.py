@@ -79,8 +79,9 @@ def write_chart(path: Path, model: str, summary: dict[str, float]) -> None:
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue an interrupted evaluation in this folder (with its saved settings; give no others).")
 def eval_command(model: str | None, categories: str | None, limit: int | None, split: str,
-                 adapters: tuple[Path, ...], out: Path | None, device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...], backend: str | None,
-                 backend_opts: tuple[str, ...], resume: Path | None) -> None:
+                 adapters: tuple[Path, ...], out: Path | None, device: str | None, dtype: str | None,
+                 evaluator_opts: tuple[str, ...], backend: str | None, backend_opts: tuple[str, ...],
+                 resume: Path | None) -> None:
     """Evaluate a model on BFCL: per-sample verdicts, a summary table (BFCL v4 rows) and a chart.
 
     Verdicts are kept in chunks of samples as they are made: an interrupted evaluation continues with
@@ -122,8 +123,8 @@ def eval_command(model: str | None, categories: str | None, limit: int | None, s
 
 
 def new_evaluation(registry: Any, model: str | None, categories: str | None, limit: int | None, split: str,
-                   adapters: tuple[Path, ...], out: Path | None, device: str | None, dtype: str | None, evaluator_opts: tuple[str, ...],
-                   backend: str | None, backend_opts: tuple[str, ...]) -> RunContext:
+                   adapters: tuple[Path, ...], out: Path | None, device: str | None, dtype: str | None,
+                   evaluator_opts: tuple[str, ...], backend: str | None, backend_opts: tuple[str, ...]) -> RunContext:
     """The run of a new ``itool eval``: the samples are the dataset's test split, cut per category by
     the dataset itself, so that the saved config names them and ``--resume`` finds the same ones."""
     from itool.session import plan_session, start_session

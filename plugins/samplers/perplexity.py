@@ -2,7 +2,8 @@
 
 Each sample's reference answer (``ctx.format.render_answer(sample.answer)``) is scored under the current
 policy after its prompt, answer tokens only, in batched ``ctx.backend.score`` calls of ``SCORE_CHUNK``
-samples, each chunk journaled (``itool.loop.in_chunks``) so that a stopped selection resumes; perplexity = ``exp(-logprob_sum / n_tokens)``. The highest-perplexity ``fraction`` is kept: the samples
+samples, each chunk journaled (``itool.loop.in_chunks``) so that a stopped selection resumes;
+perplexity = ``exp(-logprob_sum / n_tokens)``. The highest-perplexity ``fraction`` is kept: the samples
 the policy finds hardest. With ``stratify`` (the official code's way) answers that call a tool and
 answers that call none are ranked and cut separately, each keeping ``fraction`` of its group, so the
 no-call answers (often long prose with a high perplexity) do not crowd out the calls.

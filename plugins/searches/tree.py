@@ -7,13 +7,12 @@ and hands them to the backend as one *wave* (``Waves.generate``), so the backend
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from typing import Any, Callable
 
 from itool.components import Generation, GenerationBackend, GenerationRequest
+from itool.context import derived_seed
 from itool.errors import ItoolError
 from itool.schemas import Sample, SearchNode, SearchTree
 
@@ -161,8 +160,7 @@ def seed_sampling(seed: int | None, samples: list[Sample]) -> None:
     if seed is not None:
         import torch
 
-        digest = hashlib.sha256(json.dumps([seed, [sample.id for sample in samples]]).encode()).digest()
-        torch.manual_seed(int.from_bytes(digest[:8], "little"))
+        torch.manual_seed(derived_seed(seed, *(sample.id for sample in samples)))
 
 
 def render_prompts(ctx: Any, samples: list[Sample]) -> list[str]:
