@@ -222,7 +222,8 @@ class PreferenceTrainer(ExampleTrainer):
         index = torch.tensor([self.order[row][1] for row in batch], device=device)
         lengths = [t[index] for t in self.lengths]
         reference = [t[index] for t in self.reference] if self.reference else [None, None]
-        pc, pr, _, _ = forward_pairs(model, [self.encoded[self.order[row][1]] for row in part], self.pad_id, device)
+        pc, pr, _, _ = forward_pairs(model, [self.encoded[self.order[row][1]] for row in part], self.pad_id, device,
+                                     prompt_model=self.accelerator.unwrap_model(model))
         if len(part) < len(batch):
             pc, pr = (stand_in(ref, n).index_put((at,), logps) for ref, n, logps in zip(reference, lengths, (pc, pr)))
         out = self.loss.obj(PreferenceBatch(pc, pr, *lengths, *reference), self.loss_opts)

@@ -1,9 +1,9 @@
 """Trainer ``lora``: preference optimisation of ``ctx.policy`` with a LoRA adapter and the configured loss.
 
 Training runs on ``transformers.Trainer`` (``itool.plugins.trainers.engine``: checkpoints, reporters,
-mixed precision). Each pair's chosen and rejected answers go through the policy in one forward pass
-(chosen rows first); their summed answer log-probs and token counts form the loss's ``PreferenceBatch``.
-A loss registered with ``needs_reference`` also gets the reference log-probs: the same sums under the
+mixed precision). Each pair's prompt goes through the policy once and both answers continue from its
+key/value cache (``forward_pairs``); their summed answer log-probs and token counts form the loss's
+``PreferenceBatch``. A loss registered with ``needs_reference`` also gets the reference log-probs: the same sums under the
 policy as it is before this round, computed once with the adapter disabled (no second model copy) and
 cached in the stage folder, so a re-run of the stage reuses them. Reference-free losses never run that pass.
 In a run of several processes the main process computes them and shares them with the others.
@@ -33,7 +33,7 @@ class LoRATrainerOptions(EngineOptions):
         description="Peak learning rate (linear warm-up and decay). The paper's 1e-6..5e-6 is for an 8B model; "
                     "a rank-8 LoRA on a 135M model needs ~10x more to move within a round.")
     epochs: int = Field(2, ge=1, description="Passes over the pairs (iTool: 2 per round).")
-    batch_size: int = Field(4, ge=1, description="Pairs per micro-batch (each pair is two sequences).")
+    batch_size: int = Field(4, ge=1, description="Pairs per micro-batch (each a prompt and two answers).")
     micro_batch_tokens: int = Field(
         4096, ge=1, description="Cap on padded tokens per forward pass (sequences × longest); a micro-batch "
                                 "beyond it runs in parts with the same gradient (memory: 8 × 1024 tokens "
@@ -49,32 +49,66 @@ class LoRATrainerOptions(EngineOptions):
 
 
 def encode_pairs(tokenizer: Any, pairs: list[PreferencePair], max_length: int) -> tuple[list[tuple], int]:
-    """(prompt+chosen ids, prompt+rejected ids) per pair, in the shared convention; pairs with an empty
-    answer after tokenisation are dropped (their per-token log-prob is undefined). Returns (encoded, dropped)."""
+    """(prompt ids, chosen ids, rejected ids) per pair, in the shared convention. Both answers share one
+    prompt: over ``max_length`` it keeps the end that fits beside the longer answer. Pairs with an empty
+    prompt or answer after tokenisation are dropped (an answer's first token needs a prompt token before
+    it). Returns (encoded, dropped)."""
     from itool.plugins.training import encode_pair
 
     encoded = []
     for pair in pairs:
-        chosen = encode_pair(tokenizer, pair.prompt, pair.chosen, max_length)
-        rejected = encode_pair(tokenizer, pair.prompt, pair.rejected, max_length)
-        if chosen[1] and rejected[1]:
-            encoded.append((chosen, rejected))
+        chosen_prompt, chosen = encode_pair(tokenizer, pair.prompt, pair.chosen, max_length)
+        rejected_prompt, rejected = encode_pair(tokenizer, pair.prompt, pair.rejected, max_length)
+        prompt = min(chosen_prompt, rejected_prompt, key=len)  # both are ends of the same prompt ids
+        if prompt and chosen and rejected:
+            encoded.append((prompt, chosen, rejected))
     return encoded, len(pairs) - len(encoded)
 
 
 def pair_tokens(pair: tuple) -> int:
-    """Padded tokens a pair puts in a forward pass: two sequences as long as its longer one."""
-    return 2 * max(len(prompt) + len(answer) for prompt, answer in pair)
+    """About the padded tokens a pair puts in a forward pass: its prompt once, its longer answer twice."""
+    prompt, chosen, rejected = pair
+    return len(prompt) + 2 * max(len(chosen), len(rejected))
 
 
-def forward_pairs(model: Any, encoded: list[tuple], pad_id: int, device: Any):
-    """Summed answer log-probs and token counts of the chosen and the rejected answers, one forward pass."""
-    from itool.plugins.training import collate, sequence_logps
+def forward_pairs(model: Any, encoded: list[tuple], pad_id: int, device: Any, prompt_model: Any = None):
+    """Summed answer log-probs and token counts of the chosen and the rejected answers.
 
-    batch = collate([c for c, _ in encoded] + [r for _, r in encoded], pad_id, device)
-    logps, counts = sequence_logps(model, batch)
+    Each prompt goes through the model once; both of its answers continue from the prompt's key/value
+    cache (chosen rows first), and gradients flow back through that cache. A pair thus costs its prompt
+    once instead of twice, and tool prompts are most of a pair's tokens (500-2,000 against an answer's
+    10-160). No library offers this for our trainer: TRL's preference trainers encode the prompt per side.
+
+    ``prompt_model`` runs the prompt pass when given: under DistributedDataParallel the unwrapped model,
+    since DDP allows one forward of its wrapper per backward (the prompt pass's gradients still reach
+    DDP's exchange, through the cache, in the same backward)."""
+    import torch
+
+    from itool.plugins.training import collate
+
     n = len(encoded)
-    return logps[:n], logps[n:], counts[:n], counts[n:]
+    prompts = collate([(prompt, []) for prompt, _, _ in encoded], pad_id, device)  # left-padded
+    head = (prompt_model or model)(input_ids=prompts["input_ids"], attention_mask=prompts["attention_mask"],
+                                   position_ids=prompts["position_ids"], use_cache=True, logits_to_keep=1)
+    both = torch.arange(n, device=prompts["input_ids"].device).repeat(2)
+    cache = head.cache
+    cache.reorder_cache(both)
+    answers = [chosen for _, chosen, _ in encoded] + [rejected for _, _, rejected in encoded]
+    width = max(map(len, answers))
+    ids = torch.full((2 * n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((2 * n, width), dtype=torch.long)
+    for row, answer in enumerate(answers):  # right-padded: the answers start right after their prompt
+        ids[row, :len(answer)] = torch.tensor(answer, dtype=torch.long)
+        mask[row, :len(answer)] = 1
+    ids, mask = ids.to(both.device), mask.to(both.device)
+    prompt_mask = prompts["attention_mask"][both]
+    positions = prompt_mask.sum(-1, keepdim=True) + torch.arange(width, device=both.device)
+    tail = model(input_ids=ids, attention_mask=torch.cat([prompt_mask, mask], -1), position_ids=positions,
+                 cache=cache, use_cache=True).logits
+    logits = torch.cat([head.logits[both], tail[:, :-1]], 1).float()  # position t predicts answer token t
+    token_logps = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    sums, counts = (token_logps * mask).sum(-1), mask.sum(-1)
+    return sums[:n], sums[n:], counts[:n], counts[n:]
 
 
 def reference_logps(ctx: Any, peft_model: Any, encoded: list[tuple], batch_size: int):
@@ -111,8 +145,8 @@ def pair_lengths(encoded: list[tuple]) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Answer token counts of the chosen and of the rejected answers."""
     import torch
 
-    return (torch.tensor([len(chosen[1]) for chosen, _ in encoded]),
-            torch.tensor([len(rejected[1]) for _, rejected in encoded]))
+    return (torch.tensor([len(chosen) for _, chosen, _ in encoded]),
+            torch.tensor([len(rejected) for _, _, rejected in encoded]))
 
 
 def epoch_rows(totals: dict[str, float]) -> list[dict[str, Any]]:

@@ -30,6 +30,48 @@ def count_forwards(model) -> list[bool]:
     return calls
 
 
+def test_both_answers_continue_from_one_pass_over_their_prompt_as_if_scored_apart(fresh_policy_fp32):
+    """A pair's prompt goes through the model once and both answers continue from its key/value cache:
+    the log-probs, counts and LoRA gradients equal those of the two full sequences scored apart (prompts
+    and answers of different lengths, so both paddings are exercised)."""
+    from itool.plugins.trainers.lora import forward_pairs
+    from itool.plugins.training import add_lora, collate, sequence_logps
+
+    tok = fresh_policy_fp32.tokenizer
+    model = add_lora(fresh_policy_fp32.model, seed=0, r=4, alpha=8, dropout=0.0)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encoded = [(ids("A long question about the weather in Paris today?"), ids("[weather(city='Paris')]"), ids("Sunny.")),
+               (ids("Hi?"), ids("Hello!"), ids("[greet(name='you', times=2)]"))]
+
+    def gradients(chosen, rejected):
+        model.zero_grad()
+        (chosen.sum() - 2 * rejected.sum()).backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    pc, pr, nc, nr = forward_pairs(model, encoded, tok.pad_token_id, "cpu")
+    shared = gradients(pc, pr)
+    apart, counts = sequence_logps(model, collate([(p, c) for p, c, _ in encoded] + [(p, r) for p, _, r in encoded],
+                                                  tok.pad_token_id))
+    separate = gradients(apart[:2], apart[2:])
+
+    torch.testing.assert_close(torch.cat([pc, pr]), apart, rtol=1e-5, atol=1e-4)
+    assert torch.cat([nc, nr]).tolist() == counts.tolist() == [len(a) for a in [e[1] for e in encoded] + [e[2] for e in encoded]]
+    for got, expected in zip(shared, separate, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-3, atol=5e-4)  # float32 sums in another order
+
+
+def test_both_answers_share_the_end_of_the_prompt_that_fits_beside_the_longer_one(shared_policy, make_bfcl_pairs):
+    from itool.plugins.trainers.lora import encode_pairs
+    from itool.plugins.training import encode_pair
+
+    tok = shared_policy.tokenizer
+    pair = make_bfcl_pairs(tok, 1)[0]
+    longer = max(pair.chosen, pair.rejected, key=lambda text: len(tok(text)["input_ids"]))
+    [(prompt, chosen, rejected)], dropped = encode_pairs(tok, [pair], 40)
+    assert dropped == 0 and prompt == encode_pair(tok, pair.prompt, longer, 40)[0]
+    assert len(prompt) + max(len(chosen), len(rejected)) == 40
+
+
 @pytest.mark.parametrize("loss_name", ["simpo", "dpo"])
 def test_training_raises_the_preference_margin(make_ctx, make_bfcl_pairs, loss_name):
     ctx = make_ctx(loss=loss_name, trainer={"name": "lora", "options": TINY})
@@ -52,7 +94,7 @@ def test_training_raises_the_preference_margin(make_ctx, make_bfcl_pairs, loss_n
     assert after_margin > before_margin + 0.05, (before_margin, after_margin)
 
     if loss_name == "dpo":
-        assert result["reference"] == "computed" and reference_passes == 1  # 3 pairs, one batch of 3
+        assert result["reference"] == "computed" and reference_passes == 2  # one batch of 3: prompts, then answers
         assert (ctx.stage_dir / "reference_logps.pt").is_file()
     else:
         assert result["reference"] == "none" and reference_passes == 0
@@ -69,8 +111,8 @@ def test_training_raises_the_preference_margin(make_ctx, make_bfcl_pairs, loss_n
 
 
 def test_a_token_cap_runs_each_pair_in_its_own_pass_with_the_same_first_step(make_ctx, make_bfcl_pairs):
-    """``micro_batch_tokens`` bounds memory: at 80 (one pair of two 40-token sequences) every pair is its
-    own forward pass; the first step, on the untouched policy, sees the same losses as one pass of three.
+    """``micro_batch_tokens`` bounds memory: at 80 (a pair's 40 tokens of prompt and answer, plus its
+    answers' second side) every pair is its own pass (two forwards: the prompts, then the answers); the first step, on the untouched policy, sees the same losses as one pass of three.
     ORPO is the loss that checks the weighting: its NLL is one token mean over the whole micro-batch, which
     each part must still get its exact share of (weighting parts by their share of pairs was 0.4-3.4% off).
     (Later steps are not compared: Adam's first updates are ±lr wherever a gradient is near zero, so
@@ -86,7 +128,7 @@ def test_a_token_cap_runs_each_pair_in_its_own_pass_with_the_same_first_step(mak
         first_step = next(m for m in ctx.run.metrics() if m["event"] == "step")
         runs.append((forwards.count(True), result["steps"], result["epochs"][0], first_step))
     (whole_passes, whole_steps, whole_epoch, whole_step), (passes, steps, epoch, step) = runs
-    assert (whole_passes, passes) == (2, 6) and whole_steps == steps == 2
+    assert (whole_passes, passes) == (4, 12) and whole_steps == steps == 2
     assert epoch["loss"] == pytest.approx(whole_epoch["loss"], rel=1e-5)
     assert epoch["reward_margin"] == pytest.approx(whole_epoch["reward_margin"], rel=1e-5, abs=1e-5)
     assert step["loss"] == pytest.approx(whole_step["loss"], rel=1e-5)
@@ -123,6 +165,6 @@ def test_a_rerun_of_the_stage_reuses_the_cached_reference(make_ctx, make_bfcl_pa
     other = reference_logps(ctx, peft_model, encoded[:1], batch_size=2)  # different pairs: not from the cache
 
     assert dropped == 0 and (first[2], second[2], other[2]) == (False, True, False)
-    assert len(forwards) == 2
+    assert len(forwards) == 4  # two computed references, each a pass over the prompts and one over the answers
     torch.testing.assert_close(first[:2], second[:2])
     torch.testing.assert_close(other[0], first[0][:1])
