@@ -159,6 +159,8 @@ def _round_stage(ctx: RunContext, step: str) -> str:
 EVAL_CHUNK = 48
 SEARCH_CHUNK = 32
 
+SELECTED_FILE = "selected.json"  # a select stage's output: the chosen train sample ids, in order
+
 
 @contextmanager
 def in_chunks(ctx: RunContext, name: str, samples: list[Sample], size: int,
@@ -230,12 +232,12 @@ def warmup(ctx: RunContext) -> dict[str, Any]:
 def select(ctx: RunContext) -> dict[str, Any]:
     sampler, opts = ctx.component("sampler")
     chosen = sampler.obj(ctx, ctx.samples("train"), opts)
-    write_json(ctx.stage_dir / "selected.json", [s.id for s in chosen])
+    write_json(ctx.stage_dir / SELECTED_FILE, [s.id for s in chosen])
     return {"selected": len(chosen), "of": len(ctx.samples("train"))}
 
 
 def search(ctx: RunContext) -> dict[str, Any]:
-    ids = json.loads((ctx.run.path / _round_stage(ctx, "select") / "selected.json").read_text())
+    ids = json.loads((ctx.run.path / _round_stage(ctx, "select") / SELECTED_FILE).read_text())
     by_id = {s.id: s for s in ctx.samples("train")}
     searcher, opts = ctx.component("search")
     with in_chunks(ctx, "trees", [by_id[i] for i in ids], SEARCH_CHUNK, lambda chunk: searcher.obj(ctx, chunk, opts)) as rows:

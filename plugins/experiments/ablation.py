@@ -38,7 +38,9 @@ RESAMPLES = 2000  # bootstrap resamples per paired difference
 class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    config: dict[str, Any] = Field(default_factory=dict, description="Run config layer over the shared one.")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Run config layer over the shared one; {seed} in its strings is the "
+                                          "seed it runs with (e.g. another run of the same seed: itool-s{seed}).")
     seeds: list[int] | None = Field(None, description="Seeds of this run (default: the experiment's).")
     start_from: str | None = Field(
         None, description="RUN:STAGE: start from that run's adapters (same seed) up to and including STAGE.")
@@ -195,9 +197,20 @@ def planned_runs(exp: ExperimentConfig) -> list[tuple[str, str, int, float]]:
     return list(dict.fromkeys(order))
 
 
+def with_seed(value: Any, seed: int) -> Any:
+    """``value`` with ``{seed}`` in every string replaced by ``seed`` (only that: other braces stay)."""
+    if isinstance(value, str):
+        return value.replace("{seed}", str(seed))
+    if isinstance(value, dict):
+        return {key: with_seed(item, seed) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_seed(item, seed) for item in value]
+    return value
+
+
 def run_layers(exp: ExperimentConfig, run: str, seed: int, fraction: float, train_size: int | None) -> list[dict]:
     spec = exp.runs[run]
-    layers = [exp.common, spec.config, {"seed": seed, "runs_dir": str(exp.runs_dir),
+    layers = [exp.common, with_seed(spec.config, seed), {"seed": seed, "runs_dir": str(exp.runs_dir),
                                         "name": run_name(run, seed, fraction)}]
     if fraction < 1.0:
         if train_size is None:
@@ -255,7 +268,7 @@ def ensure_compare(exp: ExperimentConfig, registry: Any) -> None:
     source = exp.runs_dir / run_name(spec.run, spec.seed)
     pairs_path = compare_pairs(exp)
     pairs = read_pairs(pairs_path)
-    layers = [exp.common, exp.runs[spec.run].config, {"seed": spec.seed}]
+    layers = [exp.common, with_seed(exp.runs[spec.run].config, spec.seed), {"seed": spec.seed}]
     compare_losses(registry, spec.losses, pairs_path, pairs, adapters_until(source, spec.start_stage), out, layers,
                    eval_start=spec.start_arm is None, start_label=f"{source.name} after {spec.start_stage}", resume=True)
 

@@ -26,7 +26,8 @@ def toy_experiment(tmp_path, **changes) -> dict:
             "itool": {"config": {"eval_base": False}},
             "sft": {"config": {"eval_base": False, "rounds": 0}},
             "from-warmup": {"start_from": "itool:warmup", "seeds": [0],
-                            "config": {"eval_base": False, "warmup": "none"}},
+                            "config": {"eval_base": False, "warmup": "none",
+                                       "sampler": {"name": "replay", "options": {"run": "itool-s{seed}"}}}},
         },
         "arms": [
             {"name": "Base", "run": "base", "stage": "base.eval"},
@@ -61,6 +62,11 @@ def test_an_experiment_runs_every_arm_and_writes_the_report_with_its_plots(itool
     config = yaml.safe_load((tmp_path / "runs" / "from-warmup-s0" / "config.yaml").read_text())
     assert config["adapters"] == [str(tmp_path / "runs" / "itool-s0" / "warmup" / "adapter")]
     assert started["completed"][0] == "round1.select"
+    # {seed} names the same seed's run: its selection is replayed
+    assert config["sampler"] == {"name": "replay", "options": {"run": "itool-s0"}}
+    replayed, source = (json.loads((tmp_path / "runs" / run / "round1.select" / "selected.json").read_text())
+                        for run in ("from-warmup-s0", "itool-s0"))
+    assert replayed == source and replayed
     assert yaml.safe_load((tmp_path / "runs" / "sft-p50-s0" / "config.yaml").read_text())["train_limit"] == 4
 
 
