@@ -87,7 +87,11 @@ def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
                    position_ids=batch["position_ids"], logits_to_keep=keep).logits[:, :-1]
     labels = batch["labels"][:, width - keep + 1:]
     mask = labels != IGNORE_INDEX
-    targets = labels.masked_fill(~mask, 0)
+    return target_logp_sums(logits, labels.masked_fill(~mask, 0), mask)
+
+
+def target_logp_sums(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the sum of log p(target) where ``mask`` is set (log-softmax in float32), and the count."""
     logits = logits.float()
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     return (token_logps * mask).sum(-1), mask.sum(-1)

@@ -3,9 +3,10 @@
 Training runs on ``transformers.Trainer`` (``itool.plugins.trainers.engine``: checkpoints, reporters,
 mixed precision). Each pair's prompt goes through the policy once and both answers continue from its
 key/value cache (``forward_pairs``); their summed answer log-probs and token counts form the loss's
-``PreferenceBatch``. A loss registered with ``needs_reference`` also gets the reference log-probs: the same sums under the
-policy as it is before this round, computed once with the adapter disabled (no second model copy) and
-cached in the stage folder, so a re-run of the stage reuses them. Reference-free losses never run that pass.
+``PreferenceBatch``. A loss registered with ``needs_reference`` also gets the reference log-probs: the
+same sums under the policy as it is before this round, computed once with the adapter disabled (no
+second model copy) and cached in the stage folder, so a re-run of the stage reuses them.
+Reference-free losses never run that pass.
 In a run of several processes the main process computes them and shares them with the others.
 """
 
@@ -84,7 +85,7 @@ def forward_pairs(model: Any, encoded: list[tuple], pad_id: int, device: Any, pr
     DDP's exchange, through the cache, in the same backward)."""
     import torch
 
-    from itool.plugins.training import collate
+    from itool.plugins.training import collate, target_logp_sums
 
     n = len(encoded)
     prompts = collate([(prompt, []) for prompt, _, _ in encoded], pad_id, device)  # left-padded
@@ -105,9 +106,8 @@ def forward_pairs(model: Any, encoded: list[tuple], pad_id: int, device: Any, pr
     positions = prompt_mask.sum(-1, keepdim=True) + torch.arange(width, device=both.device)
     tail = model(input_ids=ids, attention_mask=torch.cat([prompt_mask, mask], -1), position_ids=positions,
                  cache=cache, use_cache=True).logits
-    logits = torch.cat([head.logits[both], tail[:, :-1]], 1).float()  # position t predicts answer token t
-    token_logps = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    sums, counts = (token_logps * mask).sum(-1), mask.sum(-1)
+    logits = torch.cat([head.logits[both], tail[:, :-1]], 1)  # position t predicts answer token t
+    sums, counts = target_logp_sums(logits, ids, mask)
     return sums[:n], sums[n:], counts[:n], counts[n:]
 
 

@@ -112,7 +112,8 @@ def test_training_raises_the_preference_margin(make_ctx, make_bfcl_pairs, loss_n
 
 def test_a_token_cap_runs_each_pair_in_its_own_pass_with_the_same_first_step(make_ctx, make_bfcl_pairs):
     """``micro_batch_tokens`` bounds memory: at 80 (a pair's 40 tokens of prompt and answer, plus its
-    answers' second side) every pair is its own pass (two forwards: the prompts, then the answers); the first step, on the untouched policy, sees the same losses as one pass of three.
+    answers' second side) every pair is its own pass (two forwards: the prompts, then the answers); the
+    first step, on the untouched policy, sees the same losses as one pass of three.
     ORPO is the loss that checks the weighting: its NLL is one token mean over the whole micro-batch, which
     each part must still get its exact share of (weighting parts by their share of pairs was 0.4-3.4% off).
     (Later steps are not compared: Adam's first updates are ±lr wherever a gradient is near zero, so
