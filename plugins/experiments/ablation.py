@@ -775,8 +775,8 @@ def experiment(config_path: Path, report_only: bool, dry_run: bool, settings: tu
         return
     if not report_only:
         for index, (name, run, seed, fraction) in enumerate(todo):
-            if exp.compare and compare_ready(exp):
-                ensure_compare(exp, registry)  # as soon as its pairs exist: before the other seeds
+            if exp.compare and (seed, fraction) != (exp.compare.seed, 1.0) and compare_ready(exp):
+                ensure_compare(exp, registry)  # after the arms of its seed, before other seeds and the sweep
             click.echo(f"experiment: run {index + 1}/{len(todo)}: {name}", err=True)
             ensure_run(registry, run_layers(exp, run, seed, fraction, train_size))
             write_results(exp, command, train_size)

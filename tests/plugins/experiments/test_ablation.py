@@ -70,6 +70,17 @@ def test_an_experiment_runs_every_arm_and_writes_the_report_with_its_plots(itool
     assert yaml.safe_load((tmp_path / "runs" / "sft-p50-s0" / "config.yaml").read_text())["train_limit"] == 4
 
 
+def test_the_loss_comparison_runs_after_every_arm_of_its_seed_and_before_the_other_seeds(itool, tmp_path,
+                                                                                          write_experiment):
+    assert itool("experiment", write_experiment(toy_experiment(tmp_path, scaling=None))).exit_code == 0
+
+    def times(folder: str) -> list[float]:
+        return [json.loads(line)["unix"] for line in (tmp_path / "runs" / folder / "metrics.jsonl").open()]
+
+    # itool-s0's round-1 pairs exist long before its own run, and the runs of seed 0 after it, are done
+    assert max(times("from-warmup-s0")) < min(times("compare/toy-logistic")) < min(times("itool-s1"))
+
+
 def test_a_second_call_reuses_every_run_and_only_rewrites_the_report(itool, tmp_path, write_experiment):
     path = write_experiment(toy_experiment(tmp_path))
     assert itool("experiment", path).exit_code == 0
