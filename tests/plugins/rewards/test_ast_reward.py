@@ -44,6 +44,14 @@ def test_irrelevance_rewards_declining_to_call(ctx):
     assert ctx.reward.score(sample, ["None of these functions fits.", "[some_function(x=1)]"]) == [1.0, -1.0]
 
 
+def test_a_call_that_does_not_parse_is_not_declining(ctx):
+    # BFCL's irrelevance check accepts these (they do not decode as calls); as a reward they would teach
+    # the model to write broken calls where it should say that no function fits.
+    sample = first(ctx, "irrelevance")
+    broken = ["[get_stats(player_name=Michael Jordan)]", "[get_stats(player_name=Michael.player_name)]", "[get_stats("]
+    assert ctx.reward.score(sample, broken) == [-1.0, -1.0, -1.0]
+
+
 def test_samples_without_bfcl_answers_are_checked_against_their_own_answer(ctx):
     tools = [{"name": "add", "description": "", "parameters": {
         "type": "dict", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}]
