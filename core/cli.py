@@ -18,6 +18,7 @@ from itool.errors import ItoolError
 from itool import processes
 from itool.loop import StageFailed, check_stop_after, run_loop
 from itool.registry import Registry
+from itool.rundir import RunDir
 from itool.session import plan_session, resume_session, runs_on_cpu, start_session
 
 
@@ -166,6 +167,23 @@ def launch(count: int) -> int:
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "itool", *sys.argv[1:]]
     return subprocess.run(command).returncode
+
+
+# -- itool redo --------------------------------------------------------------------------------
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.argument("stage")
+def redo(run_dir: Path, stage: str) -> None:
+    """Take STAGE and every later stage of a run back, so that they run again (after a fix to a plugin).
+
+    \b
+    itool redo runs/my-run round1.search
+    Nothing is deleted: their folders, results and metrics move to RUN/discarded/<time>/. Continue
+    with `itool run --resume RUN` (or `itool experiment CONFIG` for a run of an experiment).
+    """
+    out = RunDir.open(run_dir).discard_from(stage)
+    click.echo(f"moved {stage} and the stages after it to {out}; continue with itool run --resume {run_dir}",
+               err=True)
 
 
 # -- itool plugins -----------------------------------------------------------------------------

@@ -30,6 +30,8 @@ METRICS_FILE = "metrics.jsonl"
 # An empty file in every folder that atomic_path makes: only such folders are ever replaced, so a
 # user's folder given as an output path is never deleted.
 MADE_BY_ITOOL = ".itool-output"
+# Where `itool redo` moves the stages it takes back: runs/<name>/discarded/<time>/.
+DISCARDED = "discarded"
 
 
 def made_by_itool(path: Path) -> bool:
@@ -213,6 +215,29 @@ class RunDir:
         if adapter is not None:
             state["adapters"].append(Path(adapter).relative_to(self.path).as_posix())
         self._write_state(state)
+
+    def discard_from(self, stage: str) -> Path:
+        """Take ``stage`` and every stage after it back, so that the run does them again when it continues:
+        their folders (and the folder of a stage in progress), their results and adapters, and their rows
+        of metrics.jsonl move to ``discarded/<time>/`` with the state as it was. Returns that folder."""
+        state = self.state
+        completed = state["completed"]
+        if stage not in completed and not (self.path / stage).is_dir():
+            raise ItoolError(f"{stage!r} is neither a finished stage nor one in progress in {self.path} "
+                             f"(finished: {', '.join(completed) or 'none'})")
+        kept = completed[:completed.index(stage)] if stage in completed else completed
+        out = self.path / DISCARDED / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        out.mkdir(parents=True)
+        write_json(out / STATE_FILE, state)
+        rows = self.metrics()
+        write_jsonl(out / METRICS_FILE, [r for r in rows if r.get("stage") and r["stage"] not in kept])
+        for folder in sorted(self.path.iterdir()):
+            if folder.is_dir() and folder.name not in kept and folder.name != DISCARDED:
+                shutil.move(folder, out / folder.name)
+        write_jsonl(self.path / METRICS_FILE, [r for r in rows if not r.get("stage") or r["stage"] in kept])
+        self._write_state({**state, "completed": kept, "results": {k: state["results"][k] for k in kept},
+                           "adapters": [a for a in state["adapters"] if Path(a).parts[0] in kept]})
+        return out
 
     @property
     def adapters(self) -> list[Path]:

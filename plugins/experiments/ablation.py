@@ -11,6 +11,7 @@ run. A run may start from another run's adapters (same seed): best-of-n starts f
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import platform
 import shlex
@@ -263,10 +264,16 @@ def ensure_compare(exp: ExperimentConfig, registry: Any) -> None:
 
     spec = exp.compare
     out = exp.runs_dir / "compare"
+    pairs_path = compare_pairs(exp)
+    # The pairs it trains on, by content: a source run redone since (itool redo) has other pairs.
+    stamp, digest = exp.runs_dir / "compare.pairs.sha256", hashlib.sha256(pairs_path.read_bytes()).hexdigest()
+    if out.is_dir() and any(out.iterdir()) and stamp.is_file() and stamp.read_text().strip() != digest:
+        raise ItoolError(f"{out} was trained on other pairs than {pairs_path} holds now; move it away to "
+                         "compare the losses on these")
+    write_text(stamp, digest + "\n")
     if (out / "compare.json").is_file():
         return
     source = exp.runs_dir / run_name(spec.run, spec.seed)
-    pairs_path = compare_pairs(exp)
     pairs = read_pairs(pairs_path)
     layers = [exp.common, with_seed(exp.runs[spec.run].config, spec.seed), {"seed": spec.seed}]
     compare_losses(registry, spec.losses, pairs_path, pairs, adapters_until(source, spec.start_stage), out, layers,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,3 +126,17 @@ def test_a_kill_9_mid_stage_leaves_its_rows_marked_abandoned_and_the_rerun_compl
     assert rerun[0] == "start" and rerun[-1] == "end"
     assert sorted(by_attempt) == list(range(1, len(STAGES) + 2))  # every process, the killed one included
     assert not any(r.get("abandoned") for r in rows if r["stage"] != KILLED)
+
+
+def test_a_run_redone_from_a_stage_writes_that_stage_and_the_later_ones_again(runs, tmp_path):
+    run = tmp_path / "redone"
+    shutil.copytree(runs["unbroken"], run)
+    done = subprocess.run([str(ITOOL), "redo", str(run), "round1.train"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert completed(run) == STAGES[:STAGES.index("round1.train")]
+    assert not (run / "round1.train").exists() and not (run / "round1.eval").exists()
+    itool("--resume", str(run), cwd=tmp_path)
+    assert completed(run) == STAGES
+    for stage in ("round1.train", "round1.eval"):
+        assert outputs(run / stage) == outputs(runs["unbroken"] / stage)
+    assert {row["stage"] for row in read_jsonl(run / "metrics.jsonl") if row.get("abandoned")} == set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -75,6 +76,43 @@ def test_stages_adapters_and_metrics_are_recorded(tmp_path):
     assert reopened.adapters == [run.path / "warmup" / "adapter"]
     assert reopened.result("warmup") == {"loss": 0.5}
     assert reopened.metrics()[0]["loss"] == 0.5 and reopened.metrics()[0]["stage"] == "warmup"
+
+
+def test_redo_moves_a_stage_and_every_later_one_aside_and_keeps_the_earlier_ones(tmp_path):
+    run = RunDir.create(tmp_path, "r")
+    for stage in ("warmup", "round1.search", "round1.train"):
+        (run.stage_dir(stage) / "adapter").mkdir()
+        run.log(stage, "end")
+        run.complete(stage, {"stage": stage}, adapter=run.path / stage / "adapter")
+    run.log("round1.eval", "start")
+    (run.stage_dir("round1.eval") / "verdicts.journal.jsonl").write_text("{}\n")  # a stage in progress
+    (run.path / "config.yaml").write_text("{}")
+    before = run.state
+
+    out = RunDir.open(run.path).discard_from("round1.search")
+
+    assert run.state["completed"] == ["warmup"] and run.adapters == [run.path / "warmup" / "adapter"]
+    assert list(run.state["results"]) == ["warmup"]
+    assert {row["stage"] for row in run.metrics()} == {"warmup"}
+    assert sorted(p.name for p in run.path.iterdir() if p.is_dir()) == ["discarded", "warmup"]
+    # nothing is lost: the stages, their rows and the state as it was are in the discard folder
+    assert out.parent == run.path / "discarded"
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"round1.search", "round1.train", "round1.eval"}
+    assert (out / "round1.eval" / "verdicts.journal.jsonl").is_file()
+    assert [row["stage"] for row in read_jsonl(out / "metrics.jsonl")] == ["round1.search", "round1.train",
+                                                                            "round1.eval"]
+    assert json.loads((out / "state.json").read_text()) == before
+
+
+def test_redo_of_a_stage_in_progress_keeps_every_finished_one(tmp_path):
+    run = RunDir.create(tmp_path, "r")
+    run.stage_dir("warmup")
+    run.complete("warmup", {})
+    (run.stage_dir("round1.select") / "perplexity.journal.jsonl").write_text("{}\n")
+    out = run.discard_from("round1.select")
+    assert run.state["completed"] == ["warmup"] and (out / "round1.select").is_dir()
+    with pytest.raises(ItoolError, match=r"neither a finished stage nor one in progress .* \(finished: warmup\)"):
+        run.discard_from("round1.select")
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):

@@ -81,6 +81,19 @@ def test_the_loss_comparison_runs_after_every_arm_of_its_seed_and_before_the_oth
     assert max(times("from-warmup-s0")) < min(times("compare/toy-logistic")) < min(times("itool-s1"))
 
 
+def test_a_loss_comparison_trained_on_pairs_its_run_no_longer_holds_is_refused(itool, tmp_path, write_experiment):
+    path = write_experiment(toy_experiment(tmp_path, seeds=[0], scaling=None))
+    assert itool("experiment", path).exit_code == 0
+    assert itool("experiment", path).exit_code == 0  # the same pairs: the comparison is reused
+    pairs = tmp_path / "runs" / "itool-s0" / "round1.pairs" / "pairs.jsonl"
+    pairs.write_text(pairs.read_text().splitlines(keepends=True)[0])  # as after `itool redo` of the search
+    result = itool("experiment", path)
+    assert result.exit_code == 2 and "was trained on other pairs than" in result.output
+    (tmp_path / "runs" / "compare").rename(tmp_path / "old-compare")
+    assert itool("experiment", path).exit_code == 0
+    assert json.loads((tmp_path / "runs" / "compare" / "compare.json").read_text())["n_pairs"] == 1
+
+
 def test_a_second_call_reuses_every_run_and_only_rewrites_the_report(itool, tmp_path, write_experiment):
     path = write_experiment(toy_experiment(tmp_path))
     assert itool("experiment", path).exit_code == 0
