@@ -779,6 +779,12 @@ def experiment(config_path: Path, report_only: bool, dry_run: bool, settings: tu
             state = _state(exp.runs_dir / name)
             click.echo(f"{name:28s} {'exists' if state else 'to run'}"
                        f"{'' if not state else ' (' + ', '.join(state['completed']) + ')'}")
+        if exp.compare:
+            trained = [loss for loss in exp.compare.losses
+                       if "eval" in (_state(exp.runs_dir / "compare" / loss) or {}).get("completed", [])]
+            click.echo(f"{'compare':28s} {len(trained)} of {len(exp.compare.losses)} losses done"
+                       f"{' (' + ', '.join(trained) + ')' if trained else ''}; it runs after the arms of seed "
+                       f"{exp.compare.seed}")
         return
     if not report_only:
         for index, (name, run, seed, fraction) in enumerate(todo):

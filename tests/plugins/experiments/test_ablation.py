@@ -79,6 +79,8 @@ def test_the_loss_comparison_runs_after_every_arm_of_its_seed_and_before_the_oth
 
     # itool-s0's round-1 pairs exist long before its own run, and the runs of seed 0 after it, are done
     assert max(times("from-warmup-s0")) < min(times("compare/toy-logistic")) < min(times("itool-s1"))
+    listed = itool("experiment", write_experiment(toy_experiment(tmp_path, scaling=None)), "--dry-run").output
+    assert "compare                      1 of 1 losses done (toy-logistic); it runs after the arms of seed 0" in listed
 
 
 def test_a_loss_comparison_trained_on_pairs_its_run_no_longer_holds_is_refused(itool, tmp_path, write_experiment):
