@@ -700,8 +700,8 @@ def write_results(exp: ExperimentConfig, command: str, train_size: int | None) -
               "kept, the mean search value of chosen / rejected sides, the trainer's final loss and reward "
               "margin, the held-out score after the round, and how many held-out greedy answers changed against "
               "the evaluation before the round.", "", *rounds_table(records), ""]
-    if plot_rounds(figures / "rounds.png", exp, [r for r in aggregates if r.lower() in ("overall", "non_live", "live")]
-                   or aggregates[:1]):
+    plotted = ("overall", "non_live", "live", "irrelevance_detection")  # when to call counts as much as how
+    if plot_rounds(figures / "rounds.png", exp, [r for r in aggregates if r.lower() in plotted] or aggregates[:1]):
         lines += [f"![score by round]({figures.name}/rounds.png)", ""]
     lines += paired_statistics(exp, results)
     if exp.compare:

@@ -70,6 +70,17 @@ def test_an_experiment_runs_every_arm_and_writes_the_report_with_its_plots(itool
     assert yaml.safe_load((tmp_path / "runs" / "sft-p50-s0" / "config.yaml").read_text())["train_limit"] == 4
 
 
+def test_a_run_with_two_rounds_gets_the_score_by_round_plot(itool, tmp_path, write_experiment):
+    config = toy_experiment(tmp_path, seeds=[0], compare=None, scaling=None, comparisons=[],
+                            runs={"itool": {"config": {"eval_base": False, "rounds": 2}}},
+                            arms=[{"name": "iTool", "run": "itool", "stage": "round2.eval"}])
+    result = itool("experiment", write_experiment(config))
+    assert result.exit_code == 0, result.output
+    rounds = (tmp_path / "docs" / "results.md").read_text().split("## Rounds")[1]
+    assert "| itool-s0 | 2 |" in rounds and "![score by round](results/rounds.png)" in rounds
+    assert (tmp_path / "docs" / "results" / "rounds.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_the_loss_comparison_runs_after_every_arm_of_its_seed_and_before_the_other_seeds(itool, tmp_path,
                                                                                           write_experiment):
     assert itool("experiment", write_experiment(toy_experiment(tmp_path, scaling=None))).exit_code == 0
