@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 from pydantic import BaseModel, Field
 
 from itool.schemas import PreferencePair
+
+T = TypeVar("T")
 
 
 class PairFilterOptions(BaseModel):
@@ -22,9 +26,19 @@ def word_overlap(a: str, b: str) -> float:
     return len(words_a & words_b) / min(len(words_a), len(words_b))
 
 
+def best_and_worst(items: list[T], value: Callable[[T], float]) -> tuple[T, T]:
+    """The highest-valued item and the lowest-valued of the others (the first on ties). Never one item
+    twice: when every value ties, max and min of the same list would both pick the first."""
+    best = max(items, key=value)
+    return best, min((item for item in items if item is not best), key=value)
+
+
 def keep(chosen_value: float, rejected_value: float, chosen_text: str, rejected_text: str,
          opts: PairFilterOptions) -> bool:
-    return (chosen_value - rejected_value >= opts.min_gap
+    """A pair passes the filters, and its two texts differ: the same text on both sides prefers
+    nothing (its loss has no gradient but rounding noise)."""
+    return (chosen_text != rejected_text
+            and chosen_value - rejected_value >= opts.min_gap
             and chosen_value >= opts.min_chosen
             and word_overlap(chosen_text, rejected_text) <= opts.max_overlap)
 

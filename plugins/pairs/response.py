@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from itool import hookimpl
 from itool.schemas import PreferencePair, SearchTree
-from itool.plugins.pairs.filters import PairFilterOptions, dedupe, keep
+from itool.plugins.pairs.filters import PairFilterOptions, best_and_worst, dedupe, keep
 
 
 def response_pairs(ctx, trees: list[SearchTree], opts: PairFilterOptions) -> list[PreferencePair]:
@@ -16,8 +16,7 @@ def response_pairs(ctx, trees: list[SearchTree], opts: PairFilterOptions) -> lis
         rolled = [n for n in tree.nodes if n.rollout is not None]
         if len(rolled) < 2:
             continue
-        best = max(rolled, key=lambda n: n.meta["reward"])
-        worst = min(rolled, key=lambda n: n.meta["reward"])
+        best, worst = best_and_worst(rolled, lambda n: n.meta["reward"])
         if not keep(best.meta["reward"], worst.meta["reward"], best.rollout, worst.rollout, opts):
             continue
         pairs.append(PreferencePair(

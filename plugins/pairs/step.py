@@ -18,7 +18,7 @@ from pydantic import Field
 
 from itool import hookimpl
 from itool.schemas import PreferencePair, SearchNode, SearchTree
-from itool.plugins.pairs.filters import PairFilterOptions, dedupe, keep
+from itool.plugins.pairs.filters import PairFilterOptions, best_and_worst, dedupe, keep
 
 
 class StepPairOptions(PairFilterOptions):
@@ -47,8 +47,7 @@ def tree_pairs(tree: SearchTree, opts: StepPairOptions) -> list[PreferencePair]:
         children = [c for c in kids.get(node.id, []) if c.visits > 0]
         if len(children) < 2:
             continue
-        best = max(children, key=lambda c: c.value)
-        worst = min(children, key=lambda c: c.value)
+        best, worst = best_and_worst(children, lambda c: c.value)
         if not keep(best.value, worst.value, best.text, worst.text, opts):
             continue
         chosen_side, rejected_side = subtree_rollouts(tree, kids, best), subtree_rollouts(tree, kids, worst)
