@@ -168,4 +168,6 @@ def test_a_rerun_of_the_stage_reuses_the_cached_reference(make_ctx, make_bfcl_pa
     assert dropped == 0 and (first[2], second[2], other[2]) == (False, True, False)
     assert len(forwards) == 4  # two computed references, each a pass over the prompts and one over the answers
     torch.testing.assert_close(first[:2], second[:2])
-    torch.testing.assert_close(other[0], first[0][:1])
+    # the same pair alone in its batch: in bfloat16 (native on AVX512-BF16) less padding rounds otherwise
+    alone = {} if ctx.policy.dtype == torch.float32 else {"rtol": 3e-2, "atol": 0.0}
+    torch.testing.assert_close(other[0], first[0][:1], **alone)
