@@ -4,6 +4,7 @@ the loader loads then runs the kernels, with no change to itool."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,12 @@ print(model.config._attn_implementation, type(model.lm_head).__name__)
 
 
 def test_a_pip_installed_package_switches_loaded_models_to_the_kernels(tmp_path):
-    target = tmp_path / "site"
+    # Built from a copy: setuptools writes its egg-info into the tree it builds, and one left in the
+    # package's source (on sys.path for these tests) would make every later registry load the kernels.
+    source, target = tmp_path / "source", tmp_path / "site"
+    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(PACKAGE)], check=True, capture_output=True)
+                    "--target", str(target), str(source)], check=True, capture_output=True)
     env = {k: v for k, v in os.environ.items() if k != "ITOOL_PLUGINS"}
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=tmp_path,
                          env={**env, "PYTHONPATH": str(target)})
