@@ -26,11 +26,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True)
-def no_evaluation_cache(monkeypatch):
+@pytest.fixture(scope="session", autouse=True)
+def no_evaluation_cache():
     """Every test evaluates for itself (tests/core/test_cache.py turns the cache back on in a folder of
-    its own): a Base evaluation cached by one test would otherwise skip the stage another test is about."""
-    monkeypatch.setenv("ITOOL_EVAL_CACHE", "off")
+    its own): a Base evaluation cached by one test, or by an earlier suite run on the same machine, would
+    otherwise skip the stage another test is about. Session-wide, so module-scoped fixtures' runs (set up
+    before any function-scoped fixture) are covered too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ITOOL_EVAL_CACHE", "off")
+        yield
 
 
 @pytest.fixture(scope="session")
