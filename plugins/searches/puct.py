@@ -1,7 +1,7 @@
 """Search ``puct``: iTool's step-level Monte-Carlo tree search over the answer text.
 
 A node is a *step*, a fragment of the answer appended to its parent's prefix (cut by a step splitter,
-see ``itool.plugins.searches.tree``). One simulation, for every sample at once:
+see ``itool.plugins.searches.tree``, at the end of a token). One simulation, for every sample at once:
 
 1. selection: from the root, follow ``argmax Q + c·p·sqrt(N_parent)/(1+N)`` down to a leaf, where ``Q``
    is the child's mean value, ``N`` visit counts and ``p = exp(mean token log-prob of the step)``;
@@ -33,6 +33,7 @@ from itool.components import Generation, GenerationRequest, kept_prefixes
 from itool.schemas import Sample, SearchNode, SearchTree
 from itool.plugins.searches.tree import (
     STEP_SPLITTERS, Tree, Waves, get_splitter, render_prompts, score_rollouts, seed_sampling, step_prior,
+    token_aligned,
 )
 
 
@@ -47,6 +48,9 @@ class PuctOptions(BaseModel):
     rollout_max_tokens: int = Field(128, ge=1, description="Tokens allowed to complete a rollout.")
     rollout_temperature: float = Field(0.0, ge=0, description="Rollout temperature; 0 = greedy.")
     splitter: str = Field("call-syntax", description=f"Step splitter: {', '.join(STEP_SPLITTERS)}.")
+    token_aligned: bool = Field(
+        True, description="Move each step's cut to the end of the token it falls in (false: cut at the "
+                          "splitter's character, as the official code does; prefixes then end inside a token).")
     seed: int | None = Field(None, description="Seed for sampling; default: the seed the run set for this stage.")
     wave_size: int | None = Field(None, ge=1, description="Max requests per backend call; 1 = naive (no batching).")
     keep_prefixes: bool = Field(
@@ -90,11 +94,17 @@ def expand(tree: Tree, leaf: int, generations: list[Generation], splitter, count
     return added
 
 
+def step_splitter(opts: PuctOptions, tokenizer):
+    """The options' splitter, its cuts moved to token ends unless ``token_aligned`` is off."""
+    splitter = get_splitter(opts.splitter)
+    return token_aligned(splitter, tokenizer) if opts.token_aligned else splitter
+
+
 def puct(ctx, samples: list[Sample], opts: PuctOptions) -> list[SearchTree]:
     """Step-level MCTS with PUCT selection (iTool), batched across samples in waves."""
     seed_sampling(opts.seed, samples)
-    splitter = get_splitter(opts.splitter)
     tokenizer = ctx.policy.tokenizer
+    splitter = step_splitter(opts, tokenizer)
 
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -64,6 +64,28 @@ def get_splitter(name: str) -> Callable[[str], int]:
         raise ItoolError(f"unknown step splitter {name!r} (available: {', '.join(STEP_SPLITTERS)})") from None
 
 
+def token_aligned(splitter: Callable[[str], int], tokenizer: Any) -> Callable[[str], int]:
+    """``splitter`` with each cut moved forward to the end of the token it falls in.
+
+    A character boundary can fall inside a token: SmolLM2 writes ``='`` as one token, so a step cut after
+    ``=`` leaves a prefix whose last token the model never produces there, and it continues with an
+    unquoted value (``genre=Play``); pairs trained on such prefixes teach behaviour that greedy
+    generation never reaches. Cutting at token ends avoids both. (Token healing in ``generate`` would
+    mend the rollouts only, not the pairs' prefixes, and on one backend only.) Needs a fast tokenizer's
+    offsets; with a slow one the cut is left where the splitter put it."""
+    if not getattr(tokenizer, "is_fast", False):
+        return splitter
+
+    def split(text: str) -> int:
+        cut = splitter(text)
+        if cut >= len(text):
+            return cut
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return next((end for _, end in offsets if end >= cut), len(text))
+
+    return split
+
+
 def step_prior(token_logprobs: list[float], n_tokens: int) -> float:
     """p(a|s) = exp(mean log-prob of the step's tokens), the official iTool prior."""
     used = token_logprobs[: max(1, n_tokens)]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from itool.schemas import Sample
-from itool.plugins.searches.puct import PuctOptions, puct, puct_score, select_leaf
+from itool.plugins.searches.puct import PuctOptions, puct, puct_score, select_leaf, step_splitter
 from itool.plugins.searches.tree import Tree
 
 
@@ -48,6 +48,15 @@ def test_selection_of_a_fresh_tree_is_the_root():
 def test_options_reject_an_unknown_splitter():
     with pytest.raises(ValueError, match="unknown step splitter"):
         PuctOptions(splitter="words")
+
+
+def test_steps_end_at_token_ends_unless_asked_for_character_cuts(shared_policy):
+    """SmolLM2 writes ``='`` as one token; the default search cuts after it, not inside it."""
+    answer = "[find_movies(genre='Play', city='Berkeley')]"
+    aligned = step_splitter(PuctOptions(), shared_policy.tokenizer)
+    by_character = step_splitter(PuctOptions(token_aligned=False), shared_policy.tokenizer)
+    assert answer[:aligned(answer)] == "[find_movies(genre='"
+    assert answer[:by_character(answer)] == "[find_movies(genre="
 
 
 # -- on the real model ------------------------------------------------------------------------------

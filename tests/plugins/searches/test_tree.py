@@ -1,4 +1,5 @@
-"""Step splitters and the growing tree's bookkeeping (no model needed)."""
+"""Step splitters and the growing tree's bookkeeping (no model needed; the default model's tokenizer for
+token-aligned cuts)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from itool.errors import ItoolError
 from itool.schemas import Sample
 from itool.plugins.searches.tree import (
     Tree, Waves, get_splitter, seed_sampling, split_call, split_call_syntax, split_line, split_none, step_prior,
+    token_aligned,
 )
 
 
@@ -39,6 +41,24 @@ def test_other_splitters():
     assert steps("[f(a=1), g(b=2), h()]", split_call) == ["[f(a=1), ", "g(b=2), ", "h()]"]
     assert steps("one\ntwo\n", split_line) == ["one\n", "two\n"]
     assert split_none("[f(a=1), g(b=2)]") == len("[f(a=1), g(b=2)]")
+
+
+def test_token_aligned_cuts_end_where_the_models_tokens_end(shared_policy):
+    """SmolLM2 writes ``='`` as one token: the step takes the quote with it, so the next step starts
+    where the model's own next token would."""
+    tokenizer = shared_policy.tokenizer
+    answer = "[get_weather(city='Paris', unit='celsius')]"
+    aligned = steps(answer, token_aligned(split_call_syntax, tokenizer))
+    assert aligned == ["[get_weather(city='", "Paris', unit='", "celsius')]"]
+    token_ends = {end for _, end in tokenizer(answer, add_special_tokens=False,
+                                                return_offsets_mapping=True)["offset_mapping"]}
+    assert len(aligned[0]) in token_ends and len(aligned[0] + aligned[1]) in token_ends
+    assert steps(answer, split_call_syntax)[0] == "[get_weather(city="  # the character cut, inside ``='``
+
+
+def test_token_aligned_keeps_whole_texts_and_slow_tokenizers_cuts(shared_policy):
+    assert token_aligned(split_call_syntax, shared_policy.tokenizer)("Paris')]") == len("Paris')]")
+    assert token_aligned(split_call_syntax, object()) is split_call_syntax
 
 
 def test_unknown_splitter_is_a_one_line_error():
