@@ -484,26 +484,36 @@ def seeds_table(exp: ExperimentConfig) -> list[str]:
     return lines + [""]
 
 
+def compare_runs(exp: ExperimentConfig) -> dict[str, Path]:
+    """The loss comparison's run directories (ordinary runs, under runs_dir/compare), by label."""
+    return {f"compare/{loss}": exp.runs_dir / "compare" / loss for loss in exp.compare.losses} if exp.compare else {}
+
+
 def stage_times(exp: ExperimentConfig) -> list[str]:
     lines = ["| run | stage | mean s | seeds |", "|---|---|---:|---:|"]
-    for run in exp.runs:
+    runs = {run: [exp.runs_dir / run_name(run, seed) for seed in exp.seeds_of(run)] for run in exp.runs}
+    overall = 0.0
+    for label, paths in {**runs, **{label: [path] for label, path in compare_runs(exp).items()}}.items():
         times: dict[str, list[float]] = {}
-        for seed in exp.seeds_of(run):
-            state = _state(exp.runs_dir / run_name(run, seed))
-            for stage in (state or {}).get("completed", []):
+        for state in filter(None, map(_state, paths)):
+            for stage in state.get("completed", []):
                 times.setdefault(stage, []).append(state["results"][stage].get("seconds", 0.0))
         for stage, values in times.items():
-            lines.append(f"| {run} | {stage} | {statistics.fmean(values):.0f} | {len(values)} |")
+            lines.append(f"| {label} | {stage} | {statistics.fmean(values):.0f} | {len(values)} |")
         if times:
             total = sum(statistics.fmean(v) for v in times.values())
-            lines.append(f"| {run} | **total** | **{total:.0f}** | |")
+            lines.append(f"| {label} | **total** | **{total:.0f}** | |")
+            overall += sum(sum(v) for v in times.values())
+    if overall:
+        lines.append(f"| all runs | **total, every seed** | **{overall:.0f}** ({overall / 3600:.1f} h) | |")
     return lines
 
 
 def stop_lines(exp: ExperimentConfig) -> list[str]:
     """Where a long stage was stopped (a session's end, a kill) and what its resume kept."""
-    table = stops_table({name: read_jsonl(exp.runs_dir / name / METRICS_FILE) for name, *_ in planned_runs(exp)
-                         if (exp.runs_dir / name / METRICS_FILE).is_file()})
+    paths = {name: exp.runs_dir / name for name, *_ in planned_runs(exp)} | compare_runs(exp)
+    table = stops_table({name: read_jsonl(path / METRICS_FILE) for name, path in paths.items()
+                         if (path / METRICS_FILE).is_file()})
     if not table:
         return []
     return ["## Stops and resumes", "",

@@ -56,6 +56,9 @@ def test_an_experiment_runs_every_arm_and_writes_the_report_with_its_plots(itool
     assert "### iTool − Warm-up" in report and "McNemar" in report.split("### iTool − Warm-up")[1]
     assert "## Loss comparison" in report and "| start (Warm-up) | toy-logistic |" in report.replace("| row ", "")
     assert "| iTool | " in report.split("## Data scaling")[1]
+    times = report.split("## Wall time per stage")[1]
+    assert "| compare/toy-logistic | train |" in times and "| compare/toy-logistic | **total** |" in times
+    assert "| all runs | **total, every seed** |" in times
     for png in ("arms", "losses", "scaling"):
         assert (tmp_path / "docs" / "results" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     started = json.loads((tmp_path / "runs" / "from-warmup-s0" / "state.json").read_text())
@@ -210,6 +213,8 @@ def test_an_interrupted_loss_comparison_keeps_its_finished_losses(itool, tmp_pat
     assert (compare / "toy-logistic" / "calls.log").read_text() == first  # not trained or evaluated again
     assert "eval" in json.loads((compare / "simpo" / "state.json").read_text())["completed"]
     assert (compare / "compare.json").is_file()
+    stops = (tmp_path / "docs" / "results.md").read_text().split("## Stops and resumes")[1]
+    assert "| compare/simpo | eval |" in stops  # the comparison's runs are listed like the arms'
 
 
 def test_a_report_written_mid_experiment_says_which_runs_are_unfinished(itool, tmp_path, write_experiment):
