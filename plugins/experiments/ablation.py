@@ -249,6 +249,10 @@ def ensure_run(registry: Any, layers: list[dict[str, Any]]) -> RunDir:
     return run
 
 
+def compare_dir(exp: ExperimentConfig) -> Path:
+    return exp.runs_dir / "compare"
+
+
 def compare_pairs(exp: ExperimentConfig) -> Path:
     return exp.runs_dir / run_name(exp.compare.run, exp.compare.seed) / exp.compare.pairs_stage / "pairs.jsonl"
 
@@ -263,7 +267,7 @@ def ensure_compare(exp: ExperimentConfig, registry: Any) -> None:
     from itool.plugins.trainers.compare import compare_losses, read_pairs
 
     spec = exp.compare
-    out = exp.runs_dir / "compare"
+    out = compare_dir(exp)
     pairs_path = compare_pairs(exp)
     # The pairs it trains on, by content: a source run redone since (itool redo) has other pairs.
     stamp, digest = exp.runs_dir / "compare.pairs.sha256", hashlib.sha256(pairs_path.read_bytes()).hexdigest()
@@ -485,15 +489,16 @@ def seeds_table(exp: ExperimentConfig) -> list[str]:
 
 
 def compare_runs(exp: ExperimentConfig) -> dict[str, Path]:
-    """The loss comparison's run directories (ordinary runs, under runs_dir/compare), by label."""
-    return {f"compare/{loss}": exp.runs_dir / "compare" / loss for loss in exp.compare.losses} if exp.compare else {}
+    """The loss comparison's run directories (ordinary runs, one per loss), by label."""
+    return {f"compare/{loss}": compare_dir(exp) / loss for loss in exp.compare.losses} if exp.compare else {}
 
 
 def stage_times(exp: ExperimentConfig) -> list[str]:
     lines = ["| run | stage | mean s | seeds |", "|---|---|---:|---:|"]
     runs = {run: [exp.runs_dir / run_name(run, seed) for seed in exp.seeds_of(run)] for run in exp.runs}
+    runs.update((label, [path]) for label, path in compare_runs(exp).items())
     overall = 0.0
-    for label, paths in {**runs, **{label: [path] for label, path in compare_runs(exp).items()}}.items():
+    for label, paths in runs.items():
         times: dict[str, list[float]] = {}
         for state in filter(None, map(_state, paths)):
             for stage in state.get("completed", []):
@@ -715,7 +720,7 @@ def write_results(exp: ExperimentConfig, command: str, train_size: int | None) -
         lines += [f"![score by round]({figures.name}/rounds.png)", ""]
     lines += paired_statistics(exp, results)
     if exp.compare:
-        out = exp.runs_dir / "compare"
+        out = compare_dir(exp)
         lines += ["## Loss comparison", ""]
         if (out / "compare.json").is_file():
             import json
@@ -791,7 +796,7 @@ def experiment(config_path: Path, report_only: bool, dry_run: bool, settings: tu
                        f"{'' if not state else ' (' + ', '.join(state['completed']) + ')'}")
         if exp.compare:
             trained = [loss for loss in exp.compare.losses
-                       if "eval" in (_state(exp.runs_dir / "compare" / loss) or {}).get("completed", [])]
+                       if "eval" in (_state(compare_dir(exp) / loss) or {}).get("completed", [])]
             click.echo(f"{'compare':28s} {len(trained)} of {len(exp.compare.losses)} losses done"
                        f"{' (' + ', '.join(trained) + ')' if trained else ''}; it runs after the arms of seed "
                        f"{exp.compare.seed}")
